@@ -1,0 +1,14 @@
+//! libedgellm: an embeddable LLM inference runtime with a C ABI.
+//!
+//! Data flow: `loader` reads model files (mmapped) into `tensor` views; `model` runs an
+//! architecture's forward pass against a `backend`; `vocab` turns text into tokens and back;
+//! `sampling` picks tokens; `runtime` ties them together per request; `ffi` is the C boundary.
+//! See `docs/ARCHITECTURE.md`.
+
+pub mod error;
+pub mod loader;
+pub mod runtime;
+pub mod tensor;
+
+pub use error::{Error, Result};
+pub use runtime::{GenerationOutput, GenerationRequest, Runtime, RuntimeParams};

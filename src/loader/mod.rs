@@ -1,0 +1,4 @@
+//! Model file loaders: GGUF files and Hugging Face directories, both untrusted input whose every
+//! offset, size and count is checked before use.
+
+pub mod metadata;
