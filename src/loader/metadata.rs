@@ -163,7 +163,11 @@ impl Metadata {
 
     /// Optional array.
     pub fn array_opt(&self, key: &str) -> Result<Option<&[MetaValue]>> {
-        self.typed(key, "an array", MetaValue::as_array)
+        match self.entries.get(key) {
+            None => Ok(None),
+            Some(MetaValue::Array(a)) => Ok(Some(a)),
+            Some(_) => Err(Error::format(&self.source, format!("metadata key {key} is not an array"))),
+        }
     }
 
     /// Optional array of strings.
