@@ -6,6 +6,7 @@
 //! See `docs/ARCHITECTURE.md`.
 
 pub mod error;
+pub mod ffi;
 pub mod loader;
 pub mod runtime;
 pub mod tensor;
