@@ -1,0 +1,33 @@
+//! Helpers shared by the integration tests: fixture paths and the cache of real models.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// The committed fixtures folder.
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// Folder holding the fetched real models: `$EDGELLM_MODEL_DIR` or `~/.cache/edgellm/models`.
+pub fn model_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("EDGELLM_MODEL_DIR") {
+        return PathBuf::from(d);
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    home.join(".cache/edgellm/models")
+}
+
+/// Path of a fetched real model; panics with the fetch command when it is missing, so a test
+/// that needs it fails loudly instead of passing vacuously.
+pub fn real_model(file: &str) -> PathBuf {
+    let p = model_dir().join(file);
+    assert!(p.is_file(), "{} is missing: run scripts/fetch_models.sh first", p.display());
+    p
+}
+
+/// Reads a little-endian f32 file.
+pub fn read_f32(path: &std::path::Path) -> Vec<f32> {
+    let b = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(b.len() % 4, 0, "{} is not whole f32s", path.display());
+    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
