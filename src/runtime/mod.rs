@@ -6,7 +6,7 @@ pub mod request;
 use std::path::Path;
 
 pub use request::{
-    FinishReason, GenerationOutput, GenerationRequest, Message, PromptInput, SamplingParams, StreamEvent, StreamFn,
+    CancelToken, FinishReason, GenerationOutput, GenerationRequest, Message, PromptInput, SamplingParams, StreamEvent, StreamFn,
 };
 
 use crate::error::{Error, Result};

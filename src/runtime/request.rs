@@ -74,6 +74,30 @@ pub struct GenerationRequest {
     pub stop: Vec<String>,
     /// Keep generating past end-of-generation tokens.
     pub ignore_eos: bool,
+    /// Set from any thread to stop the request early; it then finishes with `Cancelled`.
+    pub cancel: CancelToken,
+}
+
+/// A shared flag that cancels a running request when set (cheap to clone; clones share it).
+#[derive(Clone, Debug, Default)]
+pub struct CancelToken(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl CancelToken {
+    /// Asks the request holding this token to stop at its next step.
+    pub fn cancel(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether cancellation was asked for.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+impl PartialEq for CancelToken {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 impl Default for GenerationRequest {
@@ -86,6 +110,7 @@ impl Default for GenerationRequest {
             max_generate_length: 128,
             stop: Vec::new(),
             ignore_eos: false,
+            cancel: CancelToken::default(),
         }
     }
 }
