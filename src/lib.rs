@@ -8,6 +8,7 @@
 pub mod error;
 pub mod ffi;
 pub mod loader;
+pub mod log;
 pub mod quant;
 pub mod runtime;
 pub mod tensor;
