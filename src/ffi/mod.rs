@@ -12,6 +12,7 @@ mod handle;
 pub mod log;
 pub(crate) mod mmap;
 pub mod request;
+mod request_json;
 pub mod response;
 pub mod runtime;
 pub mod status;

@@ -104,6 +104,33 @@ impl Handle for edgellm_request {
     const NAME: &'static str = "request";
 }
 
+/// Rejects sampling values that have no meaning (NaN, negative temperature, probabilities
+/// outside 0..=1, a non-positive repetition penalty), naming the field.
+pub(crate) fn check_sampling(p: &SamplingParams) -> crate::Result<()> {
+    let bad = |field: &str, v: f32, rule: &str| {
+        Err(Error::InvalidArgument(format!("sampling {field} = {v} is invalid: {rule}")))
+    };
+    if !(p.temperature.is_finite() && p.temperature >= 0.0) {
+        return bad("temperature", p.temperature, "must be finite and >= 0");
+    }
+    if !(p.top_p > 0.0 && p.top_p <= 1.0) {
+        return bad("top_p", p.top_p, "must be in (0, 1]");
+    }
+    if !(0.0..=1.0).contains(&p.min_p) {
+        return bad("min_p", p.min_p, "must be in [0, 1]");
+    }
+    if !(p.repetition_penalty.is_finite() && p.repetition_penalty > 0.0) {
+        return bad("repetition_penalty", p.repetition_penalty, "must be finite and > 0");
+    }
+    if !p.presence_penalty.is_finite() {
+        return bad("presence_penalty", p.presence_penalty, "must be finite");
+    }
+    if !p.frequency_penalty.is_finite() {
+        return bad("frequency_penalty", p.frequency_penalty, "must be finite");
+    }
+    Ok(())
+}
+
 /// Reads a C array of messages into owned, UTF-8-checked messages.
 pub(crate) fn read_messages(msgs: *const edgellm_message, n: usize) -> Result<Vec<Message>, Failure> {
     handle::slice(msgs, n, "messages")?
@@ -238,7 +265,9 @@ pub extern "C" fn edgellm_request_set_template_style(
     })
 }
 
-/// Sets the sampling parameters from `*params` (copied); NULL restores the defaults.
+/// Sets the sampling parameters from `*params` (copied); NULL restores the defaults. Values
+/// without meaning (NaN, negative temperature, `top_p` outside (0, 1], ...) give
+/// `EDGELLM_ERR_INVALID_ARGUMENT` and leave the request unchanged.
 #[no_mangle]
 pub extern "C" fn edgellm_request_set_sampling(
     req: *mut edgellm_request,
@@ -247,7 +276,7 @@ pub extern "C" fn edgellm_request_set_sampling(
     boundary("edgellm_request_set_sampling", || {
         let data = handle::borrow_mut(req)?;
         let p = handle::read_versioned(params)?;
-        data.request.sampling = SamplingParams {
+        let sampling = SamplingParams {
             temperature: p.temperature,
             top_k: p.top_k,
             top_p: p.top_p,
@@ -257,6 +286,8 @@ pub extern "C" fn edgellm_request_set_sampling(
             frequency_penalty: p.frequency_penalty,
             seed: p.seed,
         };
+        check_sampling(&sampling)?;
+        data.request.sampling = sampling;
         Ok(())
     })
 }
@@ -310,5 +341,63 @@ pub extern "C" fn edgellm_request_set_stream_callback(
         data.stream = callback;
         data.user_data = user_data;
         Ok(())
+    })
+}
+
+/// Asks a request that is being handled to stop: each of its prompts finishes at its next step
+/// with `EDGELLM_FINISH_CANCELLED`, and `edgellm_runtime_handle_request` returns `EDGELLM_OK`
+/// with what was generated so far.
+///
+/// Thread-safe: this is the one function that may be called on a request while another thread
+/// is inside `edgellm_runtime_handle_request` with it (the request must stay alive until both
+/// calls return). Cancellation is sticky: a cancelled request generates nothing when handled
+/// again, so build a new request for the next run.
+#[no_mangle]
+pub extern "C" fn edgellm_request_cancel(req: *const edgellm_request) -> edgellm_status {
+    boundary("edgellm_request_cancel", || {
+        handle::borrow(req)?.request.cancel.cancel();
+        Ok(())
+    })
+}
+
+/// Builds a request from JSON text (`len` bytes of UTF-8) and stores it in `*out`.
+///
+/// The text is either one request object or a file object with a `"requests"` array whose
+/// top-level fields are defaults for every entry; `index` picks the entry (0 for a single
+/// object; `edgellm_request_count_json` tells how many there are). A request object holds
+/// exactly one of `"messages"` (array of `{"role", "content"}`), `"prompt"` (raw text) or
+/// `"token_ids"` (array of ids), and optionally `"max_generate_length"` (alias
+/// `"max_tokens"`), `"temperature"`, `"top_k"`, `"top_p"`, `"min_p"`, `"repetition_penalty"`,
+/// `"presence_penalty"`, `"frequency_penalty"`, `"seed"`, `"stop"` (array of strings),
+/// `"ignore_eos"`, `"apply_chat_template"` and `"template_style"`. Unknown fields are errors
+/// (`EDGELLM_ERR_INVALID_ARGUMENT`, naming the field), so typos do not pass silently.
+///
+/// The caller owns the request (free with `edgellm_request_destroy`); `*out` is written only on
+/// success. Thread-safe.
+#[no_mangle]
+pub extern "C" fn edgellm_request_from_json(
+    json: *const c_char,
+    len: usize,
+    index: usize,
+    out: *mut *mut edgellm_request,
+) -> edgellm_status {
+    boundary("edgellm_request_from_json", || {
+        let text = handle::str_with_len(json, len, "json")?;
+        handle::require_out(out, "out")?;
+        let request = super::request_json::parse(text, index)?;
+        let data = RequestData { request, stream: None, user_data: std::ptr::null_mut() };
+        handle::write(out, handle::into_raw::<edgellm_request>(data), "out")
+    })
+}
+
+/// Writes the number of requests in JSON text (`len` bytes of UTF-8) to `*count`: the length of
+/// its `"requests"` array, or 1 for a single request object. See `edgellm_request_from_json`.
+/// Thread-safe.
+#[no_mangle]
+pub extern "C" fn edgellm_request_count_json(json: *const c_char, len: usize, count: *mut usize) -> edgellm_status {
+    boundary("edgellm_request_count_json", || {
+        let text = handle::str_with_len(json, len, "json")?;
+        handle::require_out(count, "count")?;
+        handle::write(count, super::request_json::count(text)?, "count")
     })
 }

@@ -99,6 +99,7 @@ fn runtime_params(p: edgellm_runtime_params) -> Result<RuntimeParams, Failure> {
 pub(crate) struct RuntimeData {
     pub(crate) runtime: Runtime,
     architecture: CString,
+    name: CString,
 }
 
 impl Handle for edgellm_runtime {
@@ -112,6 +113,12 @@ const _: () = {
     const fn shareable<T: Send + Sync>() {}
     shareable::<RuntimeData>();
 };
+
+/// A C copy of metadata text; a NUL inside (possible in a hostile file) ends the string there.
+fn c_string(text: &str) -> CString {
+    let before_nul = text.split('\0').next().unwrap_or_default();
+    CString::new(before_nul).unwrap_or_default()
+}
 
 fn info<'a>(rt: *const edgellm_runtime) -> Result<&'a ModelInfo, Failure> {
     Ok(handle::borrow(rt)?.runtime.info())
@@ -140,13 +147,10 @@ pub extern "C" fn edgellm_runtime_create(
         let params = runtime_params(handle::read_versioned(params)?)?;
         handle::require_out(out, "out")?;
         let runtime = Runtime::create(Path::new(path), &params)?;
-        let architecture = CString::new(runtime.info().architecture.as_str())
-            .map_err(|_| Error::Internal("architecture name contains NUL".into()))?;
-        handle::write(
-            out,
-            handle::into_raw::<edgellm_runtime>(RuntimeData { runtime, architecture }),
-            "out",
-        )
+        let architecture = c_string(&runtime.info().architecture);
+        let name = c_string(&runtime.info().name);
+        let data = RuntimeData { runtime, architecture, name };
+        handle::write(out, handle::into_raw::<edgellm_runtime>(data), "out")
     })
 }
 
@@ -206,6 +210,50 @@ pub extern "C" fn edgellm_runtime_architecture(rt: *const edgellm_runtime, name:
     boundary("edgellm_runtime_architecture", || {
         handle::write(name, handle::borrow(rt)?.architecture.as_ptr(), "name")
     })
+}
+
+/// Writes a pointer to the model's name from its metadata (empty when the file names none) to
+/// `*name`: NUL-terminated, owned by the runtime, valid until `edgellm_runtime_destroy`.
+/// Thread-safe.
+#[no_mangle]
+pub extern "C" fn edgellm_runtime_model_name(rt: *const edgellm_runtime, name: *mut *const c_char) -> edgellm_status {
+    boundary("edgellm_runtime_model_name", || handle::write(name, handle::borrow(rt)?.name.as_ptr(), "name"))
+}
+
+/// Writes the context length the model was trained with, in tokens, to `*length`.
+/// Thread-safe.
+#[no_mangle]
+pub extern "C" fn edgellm_runtime_trained_context_length(
+    rt: *const edgellm_runtime,
+    length: *mut usize,
+) -> edgellm_status {
+    boundary("edgellm_runtime_trained_context_length", || {
+        handle::write(length, info(rt)?.trained_context_length, "length")
+    })
+}
+
+/// Writes the model's hidden (embedding) size to `*size`. Thread-safe.
+#[no_mangle]
+pub extern "C" fn edgellm_runtime_hidden_size(rt: *const edgellm_runtime, size: *mut usize) -> edgellm_status {
+    boundary("edgellm_runtime_hidden_size", || handle::write(size, info(rt)?.hidden_size, "size"))
+}
+
+/// Writes the total number of weight parameters to `*count`. Thread-safe.
+#[no_mangle]
+pub extern "C" fn edgellm_runtime_parameter_count(rt: *const edgellm_runtime, count: *mut u64) -> edgellm_status {
+    boundary("edgellm_runtime_parameter_count", || handle::write(count, info(rt)?.n_params, "count"))
+}
+
+/// Writes the bytes of weight data (as stored, quantized) to `*bytes`. Thread-safe.
+#[no_mangle]
+pub extern "C" fn edgellm_runtime_weight_bytes(rt: *const edgellm_runtime, bytes: *mut u64) -> edgellm_status {
+    boundary("edgellm_runtime_weight_bytes", || handle::write(bytes, info(rt)?.weight_bytes, "bytes"))
+}
+
+/// Writes the bytes of KV cache one token of context needs to `*bytes`. Thread-safe.
+#[no_mangle]
+pub extern "C" fn edgellm_runtime_kv_bytes_per_token(rt: *const edgellm_runtime, bytes: *mut u64) -> edgellm_status {
+    boundary("edgellm_runtime_kv_bytes_per_token", || handle::write(bytes, info(rt)?.kv_bytes_per_token, "bytes"))
 }
 
 /// Writes the number of tokens in the model's vocabulary to `*size`. Thread-safe.
