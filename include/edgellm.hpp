@@ -254,7 +254,7 @@ public:
         if (st != EDGELLM_OK) return Status::from(st);
         Runtime rt;
         rt.h_.reset(raw);
-        return rt;
+        return Expected<Runtime>(std::move(rt));
     }
 
     std::string architecture() const {
