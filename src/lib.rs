@@ -11,6 +11,7 @@ pub mod loader;
 pub mod quant;
 pub mod runtime;
 pub mod tensor;
+pub mod vocab;
 
 pub use error::{Error, Result};
 pub use runtime::{GenerationOutput, GenerationRequest, Runtime, RuntimeParams};
