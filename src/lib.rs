@@ -13,6 +13,7 @@ pub mod model;
 pub mod quant;
 pub mod runtime;
 pub mod tensor;
+pub mod vocab;
 
 pub use error::{Error, Result};
 pub use runtime::{GenerationOutput, GenerationRequest, Runtime, RuntimeParams};
