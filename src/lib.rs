@@ -10,6 +10,7 @@ pub mod ffi;
 pub mod loader;
 pub mod quant;
 pub mod runtime;
+pub mod sampling;
 pub mod tensor;
 
 pub use error::{Error, Result};
