@@ -185,10 +185,11 @@ impl<'a> Candidates<'a> {
         if max == f32::NEG_INFINITY {
             return;
         }
-        // p_i / p_max = exp(l_i - l_max); computed in f64 so the cut sits where the exact
-        // probabilities put it. The top token always passes (ratio 1 >= min_p).
-        let min_p = f64::from(min_p);
-        let keep = |l: f32| f64::from(l - max).exp() >= min_p;
+        // p_i / p_max = exp(l_i - l_max) >= min_p  <=>  l_i - l_max >= ln(min_p): one logarithm
+        // instead of an exponential per token, in f64 so the cut sits where the exact
+        // probabilities put it. The top token always passes (0 >= ln(min_p) for min_p <= 1).
+        let log_min_p = f64::from(min_p).ln();
+        let keep = |l: f32| f64::from(l - max) >= log_min_p;
         if self.is_dense {
             self.list.clear();
             self.list.extend(
