@@ -196,8 +196,11 @@ typedef struct edgellm_message {
 // Stream callback: called for every generated token with the index of its prompt in the
 // request, the token id, and the text that token completed (`text_len` bytes of whole UTF-8
 // characters, also NUL-terminated; may be empty; valid only during the call). Return 0 to go
-// on, non-zero to cancel the request (finish reason `EDGELLM_FINISH_CANCELLED`). It runs on the
-// thread that called `edgellm_runtime_handle_request` and must not throw or unwind.
+// on, non-zero to cancel the request (finish reason `EDGELLM_FINISH_CANCELLED`; the tokens
+// already streamed are kept). After a prompt's last token one more call may deliver text the
+// detokenizer held back (an incomplete character or a stop-string candidate), repeating the
+// last token id. It runs on the thread that called `edgellm_runtime_handle_request` and must
+// not throw or unwind.
 typedef int (*edgellm_stream_callback)(void *user_data,
                                        size_t prompt_index,
                                        int32_t token,
@@ -280,7 +283,8 @@ edgellm_status edgellm_request_set_apply_chat_template(struct edgellm_request *r
 
 // Uses the built-in template `style` (e.g. "chatml", "llama3") instead of the model's own
 // template; NULL goes back to the model's template. The string is copied. An unknown style is
-// reported by `edgellm_runtime_handle_request`.
+// reported by `edgellm_runtime_handle_request` (`EDGELLM_ERR_INVALID_ARGUMENT`, listing the
+// known styles).
 edgellm_status edgellm_request_set_template_style(struct edgellm_request *req,
                                                   const char *style);
 
@@ -515,8 +519,9 @@ edgellm_status edgellm_detokenize(const struct edgellm_runtime *rt,
 
 // Renders `n` chat messages with the model's chat template, or with the built-in template
 // `style` (e.g. "chatml"; NULL = the model's own), appending the assistant generation prompt
-// when `add_generation_prompt` is true. An unknown style gives `EDGELLM_ERR_NOT_FOUND` or
-// `EDGELLM_ERR_TEMPLATE`.
+// when `add_generation_prompt` is true. An unknown style gives `EDGELLM_ERR_INVALID_ARGUMENT`
+// with a message listing the known styles; a model without a template of its own, asked for
+// it, gives `EDGELLM_ERR_TEMPLATE`.
 //
 // Size negotiation as in `edgellm_detokenize`: `*needed` (required) receives the size in bytes
 // including the terminating NUL. Thread-safe.

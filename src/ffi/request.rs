@@ -18,8 +18,11 @@ pub struct edgellm_request {
 /// Stream callback: called for every generated token with the index of its prompt in the
 /// request, the token id, and the text that token completed (`text_len` bytes of whole UTF-8
 /// characters, also NUL-terminated; may be empty; valid only during the call). Return 0 to go
-/// on, non-zero to cancel the request (finish reason `EDGELLM_FINISH_CANCELLED`). It runs on the
-/// thread that called `edgellm_runtime_handle_request` and must not throw or unwind.
+/// on, non-zero to cancel the request (finish reason `EDGELLM_FINISH_CANCELLED`; the tokens
+/// already streamed are kept). After a prompt's last token one more call may deliver text the
+/// detokenizer held back (an incomplete character or a stop-string candidate), repeating the
+/// last token id. It runs on the thread that called `edgellm_runtime_handle_request` and must
+/// not throw or unwind.
 #[allow(non_camel_case_types)]
 pub type edgellm_stream_callback = Option<
     unsafe extern "C" fn(
@@ -252,7 +255,8 @@ pub extern "C" fn edgellm_request_set_apply_chat_template(req: *mut edgellm_requ
 
 /// Uses the built-in template `style` (e.g. "chatml", "llama3") instead of the model's own
 /// template; NULL goes back to the model's template. The string is copied. An unknown style is
-/// reported by `edgellm_runtime_handle_request`.
+/// reported by `edgellm_runtime_handle_request` (`EDGELLM_ERR_INVALID_ARGUMENT`, listing the
+/// known styles).
 #[no_mangle]
 pub extern "C" fn edgellm_request_set_template_style(
     req: *mut edgellm_request,

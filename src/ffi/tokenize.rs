@@ -86,8 +86,9 @@ pub extern "C" fn edgellm_detokenize(
 
 /// Renders `n` chat messages with the model's chat template, or with the built-in template
 /// `style` (e.g. "chatml"; NULL = the model's own), appending the assistant generation prompt
-/// when `add_generation_prompt` is true. An unknown style gives `EDGELLM_ERR_NOT_FOUND` or
-/// `EDGELLM_ERR_TEMPLATE`.
+/// when `add_generation_prompt` is true. An unknown style gives `EDGELLM_ERR_INVALID_ARGUMENT`
+/// with a message listing the known styles; a model without a template of its own, asked for
+/// it, gives `EDGELLM_ERR_TEMPLATE`.
 ///
 /// Size negotiation as in `edgellm_detokenize`: `*needed` (required) receives the size in bytes
 /// including the terminating NUL. Thread-safe.

@@ -6,6 +6,7 @@
 #include "edgellm.hpp"
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <sstream>
@@ -114,6 +115,8 @@ void test_with_model(const std::string& model, const std::vector<int32_t>& promp
         std::atomic<size_t> streamed{0};
         CHECK(req.set_stream([&](size_t, int32_t, std::string_view) {
                      streamed.fetch_add(1);
+                     // Slow the worker down so the cancel surely lands before the budget is used.
+                     std::this_thread::sleep_for(std::chrono::milliseconds(2));
                      return true;
                  }).ok());
         edgellm::Expected<edgellm::Response> result{edgellm::Status()};
