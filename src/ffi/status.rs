@@ -222,3 +222,40 @@ pub extern "C" fn edgellm_status_string(code: u32) -> *const c_char {
 pub extern "C" fn edgellm_last_error() -> *const c_char {
     boundary_value(c"".as_ptr(), last_error_ptr)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn last_error() -> String {
+        // SAFETY: `last_error_ptr` always returns a valid NUL-terminated string of this thread.
+        unsafe { CStr::from_ptr(last_error_ptr()) }.to_string_lossy().into_owned()
+    }
+
+    #[test]
+    fn panic_becomes_internal_error_with_message() {
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {})); // keep the expected panic out of the test output
+        let status = boundary("edgellm_test", || panic!("boom {}", 7));
+        std::panic::set_hook(prev);
+        assert_eq!(status, EDGELLM_ERR_INTERNAL);
+        assert_eq!(last_error(), "edgellm_test: internal error: panic: boom 7");
+    }
+
+    #[test]
+    fn errors_map_to_codes_and_success_clears_message() {
+        let status = boundary("f", || Err(Error::ContextOverflow("too long".into()).into()));
+        assert_eq!(status, EDGELLM_ERR_CONTEXT_OVERFLOW);
+        assert_eq!(last_error(), "f: too long");
+        assert_eq!(boundary("g", || Ok(())), EDGELLM_OK);
+        assert_eq!(last_error(), "");
+    }
+
+    #[test]
+    fn every_code_has_a_distinct_message_and_value() {
+        for (i, s) in edgellm_status::ALL.iter().enumerate() {
+            assert_eq!(*s as usize, i, "codes are dense and in order");
+            assert!(!s.message().is_empty());
+        }
+    }
+}
