@@ -38,7 +38,10 @@ fn committed_header_matches_generated() {
             .lines()
             .zip(generated.lines())
             .position(|(a, b)| a != b)
-            .map_or_else(|| committed.lines().count().min(generated.lines().count()) + 1, |i| i + 1);
+            .map_or_else(
+                || committed.lines().count().min(generated.lines().count()) + 1,
+                |i| i + 1,
+            );
         panic!(
             "include/edgellm.h is out of date with src/ffi (first difference at line {line}); \
              run scripts/gen_header.sh and commit the result"

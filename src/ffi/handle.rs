@@ -185,9 +185,20 @@ mod tests {
 
     #[test]
     fn versioned_struct_from_older_caller_keeps_new_defaults() {
-        let mut old = V2 { struct_size: 8, a: 5, b: 99 }; // b lies beyond what an old caller owns
+        let mut old = V2 {
+            struct_size: 8,
+            a: 5,
+            b: 99,
+        }; // b lies beyond what an old caller owns
         let read = read_versioned(&old as *const V2).unwrap();
-        assert_eq!(read, V2 { struct_size: 8, a: 5, b: 0 });
+        assert_eq!(
+            read,
+            V2 {
+                struct_size: 8,
+                a: 5,
+                b: 0
+            }
+        );
         old.struct_size = 16;
         assert_eq!(read_versioned(&old as *const V2).unwrap().b, 99);
         old.struct_size = 4;
@@ -201,7 +212,10 @@ mod tests {
     fn invalid_utf8_is_its_own_error() {
         let bytes = [b'o', b'k', 0xff];
         let err = str_with_len(bytes.as_ptr().cast(), bytes.len(), "text").unwrap_err();
-        assert_eq!(err.status, super::super::status::edgellm_status::EDGELLM_ERR_INVALID_UTF8);
+        assert_eq!(
+            err.status,
+            super::super::status::edgellm_status::EDGELLM_ERR_INVALID_UTF8
+        );
         assert!(err.message.contains("offset 2"), "{}", err.message);
         assert!(str_with_len(std::ptr::null(), 0, "text").unwrap().is_empty());
         assert_eq!(str_with_len(std::ptr::null(), 1, "text").unwrap_err().status as u32, 2);

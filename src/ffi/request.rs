@@ -111,7 +111,9 @@ impl Handle for edgellm_request {
 /// outside 0..=1, a non-positive repetition penalty), naming the field.
 pub(crate) fn check_sampling(p: &SamplingParams) -> crate::Result<()> {
     let bad = |field: &str, v: f32, rule: &str| {
-        Err(Error::InvalidArgument(format!("sampling {field} = {v} is invalid: {rule}")))
+        Err(Error::InvalidArgument(format!(
+            "sampling {field} = {v} is invalid: {rule}"
+        )))
     };
     if !(p.temperature.is_finite() && p.temperature >= 0.0) {
         return bad("temperature", p.temperature, "must be finite and >= 0");
@@ -389,7 +391,11 @@ pub extern "C" fn edgellm_request_from_json(
         let text = handle::str_with_len(json, len, "json")?;
         handle::require_out(out, "out")?;
         let request = super::request_json::parse(text, index)?;
-        let data = RequestData { request, stream: None, user_data: std::ptr::null_mut() };
+        let data = RequestData {
+            request,
+            stream: None,
+            user_data: std::ptr::null_mut(),
+        };
         handle::write(out, handle::into_raw::<edgellm_request>(data), "out")
     })
 }

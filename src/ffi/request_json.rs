@@ -62,7 +62,9 @@ impl Fields {
             (None, Some(p), None) => PromptInput::Text(p),
             (None, None, Some(t)) => PromptInput::TokenIds(t),
             (None, None, None) => {
-                return Err(invalid(format!("{what} has none of \"messages\", \"prompt\", \"token_ids\"")))
+                return Err(invalid(format!(
+                    "{what} has none of \"messages\", \"prompt\", \"token_ids\""
+                )))
             }
             _ => {
                 return Err(invalid(format!(
@@ -70,7 +72,10 @@ impl Fields {
                 )))
             }
         };
-        let mut request = GenerationRequest { prompts: vec![prompt], ..GenerationRequest::default() };
+        let mut request = GenerationRequest {
+            prompts: vec![prompt],
+            ..GenerationRequest::default()
+        };
         let d = SamplingParams::default();
         request.sampling = SamplingParams {
             temperature: self.temperature.unwrap_or(d.temperature),
@@ -111,8 +116,11 @@ fn fields(value: Value, what: &str) -> Result<Fields> {
     Fields::deserialize(value).map_err(|e| invalid(format!("{what}: {e}")))
 }
 
-/// The top-level object split into its `"requests"` array (if any) and the remaining fields.
-fn top_level(text: &str) -> Result<(Option<Vec<Value>>, Map<String, Value>)> {
+/// A parsed top-level object: its `"requests"` array (if any) and the remaining fields.
+type TopLevel = (Option<Vec<Value>>, Map<String, Value>);
+
+/// Splits the top-level object of `text` into its `"requests"` array and the other fields.
+fn top_level(text: &str) -> Result<TopLevel> {
     let value: Value = serde_json::from_str(text).map_err(|e| invalid(format!("invalid JSON: {e}")))?;
     let Value::Object(mut object) = value else {
         return Err(invalid("request JSON must be an object".into()));
@@ -135,18 +143,24 @@ pub(crate) fn parse(text: &str, index: usize) -> Result<GenerationRequest> {
     let (requests, rest) = top_level(text)?;
     let Some(mut requests) = requests else {
         if index != 0 {
-            return Err(invalid(format!("index {index} out of range: the JSON holds one request")));
+            return Err(invalid(format!(
+                "index {index} out of range: the JSON holds one request"
+            )));
         }
         return fields(Value::Object(rest), "request")?.into_request("request");
     };
     for key in ["messages", "prompt", "token_ids"] {
         if rest.contains_key(key) {
-            return Err(invalid(format!("\"{key}\" belongs inside an entry of \"requests\", not at the top level")));
+            return Err(invalid(format!(
+                "\"{key}\" belongs inside an entry of \"requests\", not at the top level"
+            )));
         }
     }
     let n = requests.len();
     if index >= n {
-        return Err(invalid(format!("index {index} out of range: \"requests\" has {n} entries")));
+        return Err(invalid(format!(
+            "index {index} out of range: \"requests\" has {n} entries"
+        )));
     }
     let what = format!("requests[{index}]");
     let defaults = fields(Value::Object(rest), "top-level defaults")?;
@@ -166,7 +180,13 @@ mod tests {
             0,
         )
         .unwrap();
-        assert_eq!(r.prompts, vec![PromptInput::Messages(vec![Message { role: "user".into(), content: "hi".into() }])]);
+        assert_eq!(
+            r.prompts,
+            vec![PromptInput::Messages(vec![Message {
+                role: "user".into(),
+                content: "hi".into()
+            }])]
+        );
         assert_eq!(r.max_generate_length, 7);
         assert_eq!(r.sampling.temperature, 0.5);
         assert_eq!(r.sampling.seed, 3);

@@ -149,7 +149,11 @@ pub extern "C" fn edgellm_runtime_create(
         let runtime = Runtime::create(Path::new(path), &params)?;
         let architecture = c_string(&runtime.info().architecture);
         let name = c_string(&runtime.info().name);
-        let data = RuntimeData { runtime, architecture, name };
+        let data = RuntimeData {
+            runtime,
+            architecture,
+            name,
+        };
         handle::write(out, handle::into_raw::<edgellm_runtime>(data), "out")
     })
 }
@@ -217,7 +221,9 @@ pub extern "C" fn edgellm_runtime_architecture(rt: *const edgellm_runtime, name:
 /// Thread-safe.
 #[no_mangle]
 pub extern "C" fn edgellm_runtime_model_name(rt: *const edgellm_runtime, name: *mut *const c_char) -> edgellm_status {
-    boundary("edgellm_runtime_model_name", || handle::write(name, handle::borrow(rt)?.name.as_ptr(), "name"))
+    boundary("edgellm_runtime_model_name", || {
+        handle::write(name, handle::borrow(rt)?.name.as_ptr(), "name")
+    })
 }
 
 /// Writes the context length the model was trained with, in tokens, to `*length`.
@@ -235,25 +241,33 @@ pub extern "C" fn edgellm_runtime_trained_context_length(
 /// Writes the model's hidden (embedding) size to `*size`. Thread-safe.
 #[no_mangle]
 pub extern "C" fn edgellm_runtime_hidden_size(rt: *const edgellm_runtime, size: *mut usize) -> edgellm_status {
-    boundary("edgellm_runtime_hidden_size", || handle::write(size, info(rt)?.hidden_size, "size"))
+    boundary("edgellm_runtime_hidden_size", || {
+        handle::write(size, info(rt)?.hidden_size, "size")
+    })
 }
 
 /// Writes the total number of weight parameters to `*count`. Thread-safe.
 #[no_mangle]
 pub extern "C" fn edgellm_runtime_parameter_count(rt: *const edgellm_runtime, count: *mut u64) -> edgellm_status {
-    boundary("edgellm_runtime_parameter_count", || handle::write(count, info(rt)?.n_params, "count"))
+    boundary("edgellm_runtime_parameter_count", || {
+        handle::write(count, info(rt)?.n_params, "count")
+    })
 }
 
 /// Writes the bytes of weight data (as stored, quantized) to `*bytes`. Thread-safe.
 #[no_mangle]
 pub extern "C" fn edgellm_runtime_weight_bytes(rt: *const edgellm_runtime, bytes: *mut u64) -> edgellm_status {
-    boundary("edgellm_runtime_weight_bytes", || handle::write(bytes, info(rt)?.weight_bytes, "bytes"))
+    boundary("edgellm_runtime_weight_bytes", || {
+        handle::write(bytes, info(rt)?.weight_bytes, "bytes")
+    })
 }
 
 /// Writes the bytes of KV cache one token of context needs to `*bytes`. Thread-safe.
 #[no_mangle]
 pub extern "C" fn edgellm_runtime_kv_bytes_per_token(rt: *const edgellm_runtime, bytes: *mut u64) -> edgellm_status {
-    boundary("edgellm_runtime_kv_bytes_per_token", || handle::write(bytes, info(rt)?.kv_bytes_per_token, "bytes"))
+    boundary("edgellm_runtime_kv_bytes_per_token", || {
+        handle::write(bytes, info(rt)?.kv_bytes_per_token, "bytes")
+    })
 }
 
 /// Writes the number of tokens in the model's vocabulary to `*size`. Thread-safe.

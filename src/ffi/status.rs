@@ -229,7 +229,9 @@ mod tests {
 
     fn last_error() -> String {
         // SAFETY: `last_error_ptr` always returns a valid NUL-terminated string of this thread.
-        unsafe { CStr::from_ptr(last_error_ptr()) }.to_string_lossy().into_owned()
+        unsafe { CStr::from_ptr(last_error_ptr()) }
+            .to_string_lossy()
+            .into_owned()
     }
 
     #[test]
