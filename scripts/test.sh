@@ -9,7 +9,10 @@ cd "$ROOT"
 export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2}
 BUILD=${EDGELLM_BUILD_DIR:-$ROOT/build}
 MODEL_DIR=${EDGELLM_MODEL_DIR:-$HOME/.cache/edgellm/models}
-TINY_DIR=$ROOT/tests/fixtures/tiny/llama
+# Fixtures (committed): the tiny Llama model with its transformers golden, and the real-model
+# golden from transformers + llama.cpp. Overridable for testing the script itself.
+TINY_DIR=${EDGELLM_TINY_DIR:-$ROOT/tests/fixtures/tiny/llama}
+REAL_GOLDEN=${EDGELLM_REAL_GOLDEN:-$ROOT/tests/fixtures/real/smollm2.json}
 step() { echo; echo "==> $*"; }
 
 step "fetch default models"
@@ -42,7 +45,7 @@ step "llm_inference on the default model, checked against transformers + llama.c
 OUT="$BUILD/examples/smollm2_capital.out.json"
 "$BUILD/examples/llm_inference" --model "$MODEL_DIR/SmolLM2-135M-Instruct.Q4_1.gguf" \
   --input tests/c/smollm2_capital.json --output "$OUT"
-python3 tests/c/check_example_output.py "$OUT" tests/fixtures/real/smollm2.json
+python3 tests/c/check_example_output.py "$OUT" "$REAL_GOLDEN"
 "$BUILD/examples/llm_inference" --model "$MODEL_DIR/SmolLM2-135M-Instruct.Q4_1.gguf" \
   --prompt "Write one sentence about the sea." --max-tokens 24 --stream
 
