@@ -48,7 +48,8 @@ void usage(const char* argv0) {
                  "  --threads N            CPU threads (default: all cores)\n"
                  "  --context N            context window (default: the model's)\n"
                  "  --stream               print tokens as they are generated\n"
-                 "  --output FILE.json     write results as JSON\n",
+                 "  --output FILE.json     write results as JSON\n"
+                 "With --input, sampling and limits come from the file, not from the options.\n",
                  argv0);
 }
 
@@ -234,6 +235,7 @@ int main(int argc, char** argv) {
         for (size_t k = 0; k < r.count(); k++) {
             if (o.stream) {
                 std::printf("\n");
+                std::fflush(stdout);
             } else {
                 std::printf("%s\n", r.text(k).c_str());
             }
