@@ -323,7 +323,7 @@ fn generate_merges(tokens: &[String], vocab: &BpeVocab, scores: &[f64]) -> Vec<(
 }
 
 /// A post-processor that adds `bos` in front and `eos` behind, when given.
-pub(super) fn post_processor(bos: Option<(u32, &str)>, eos: Option<(u32, &str)>) -> Result<TemplateProcessing> {
+fn post_processor(bos: Option<(u32, &str)>, eos: Option<(u32, &str)>) -> Result<TemplateProcessing> {
     let mut single = Vec::new();
     let mut pair = Vec::new();
     let mut specials = Vec::new();

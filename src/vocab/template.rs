@@ -138,7 +138,13 @@ impl ChatTemplate {
     }
 
     /// Renders `messages` to prompt text; `add_generation_prompt` opens the assistant's turn.
+    /// An empty conversation is refused, as transformers refuses it.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        if messages.is_empty() {
+            return Err(Error::InvalidArgument(
+                "cannot apply a chat template to an empty conversation: provide at least one message".into(),
+            ));
+        }
         let msgs: Vec<Value> =
             messages.iter().map(|m| context! { role => m.role.as_str(), content => m.content.as_str() }).collect();
         let tmpl = self.env.get_template(TEMPLATE_NAME).map_err(template_err)?;
