@@ -14,7 +14,8 @@ use serde_json::Value;
 
 fn golden(name: &str) -> Value {
     let p = common::fixtures().join("tokenizer").join(name);
-    serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
+    serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .unwrap()
 }
 
 fn metadata(doc: &Value) -> Metadata {
@@ -23,14 +24,21 @@ fn metadata(doc: &Value) -> Metadata {
 }
 
 fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 fn messages(v: &Value) -> Vec<Message> {
     v.as_array()
         .unwrap()
         .iter()
-        .map(|m| Message { role: m["role"].as_str().unwrap().into(), content: m["content"].as_str().unwrap().into() })
+        .map(|m| Message {
+            role: m["role"].as_str().unwrap().into(),
+            content: m["content"].as_str().unwrap().into(),
+        })
         .collect()
 }
 
@@ -40,8 +48,16 @@ fn check_strings(vocab: &Vocab, doc: &Value) {
         let text = s["text"].as_str().unwrap();
         let want = ids(&s["ids"]);
         assert_eq!(vocab.encode(text, false).unwrap(), want, "ids of {text:?}");
-        assert_eq!(vocab.encode(text, true).unwrap(), ids(&s["ids_with_special"]), "ids+special of {text:?}");
-        assert_eq!(vocab.decode(&want, false).unwrap(), s["decoded"].as_str().unwrap(), "decode of {text:?}");
+        assert_eq!(
+            vocab.encode(text, true).unwrap(),
+            ids(&s["ids_with_special"]),
+            "ids+special of {text:?}"
+        );
+        assert_eq!(
+            vocab.decode(&want, false).unwrap(),
+            s["decoded"].as_str().unwrap(),
+            "decode of {text:?}"
+        );
         let with_special = ids(&s["ids_with_special"]);
         assert_eq!(
             vocab.decode(&with_special, true).unwrap(),
@@ -55,12 +71,23 @@ fn check_strings(vocab: &Vocab, doc: &Value) {
                 streamed.push_str(&dec.push(id).unwrap());
             }
             streamed.push_str(&dec.finish().unwrap());
-            assert_eq!(streamed, vocab.decode(&with_special, skip).unwrap(), "streamed {text:?} skip={skip}");
+            assert_eq!(
+                streamed,
+                vocab.decode(&with_special, skip).unwrap(),
+                "streamed {text:?} skip={skip}"
+            );
         }
         // Token bytes concatenate to the text for byte-exact vocabularies (no special tokens).
         if want.iter().all(|&id| !vocab.is_special(id)) {
-            let bytes: Vec<u8> = want.iter().flat_map(|&id| vocab.token_bytes(id).unwrap().to_vec()).collect();
-            assert_eq!(String::from_utf8_lossy(&bytes), text, "token bytes of {text:?}");
+            let bytes: Vec<u8> = want
+                .iter()
+                .flat_map(|&id| vocab.token_bytes(id).unwrap().to_vec())
+                .collect();
+            assert_eq!(
+                String::from_utf8_lossy(&bytes),
+                text,
+                "token bytes of {text:?}"
+            );
         }
     }
 }
@@ -70,10 +97,19 @@ fn check_chats(template: Option<&ChatTemplate>, doc: &Value) {
         let msgs = messages(&c["messages"]);
         let agp = c["add_generation_prompt"].as_bool().unwrap();
         match (&c["rendered"], template) {
-            (Value::String(want), Some(t)) => assert_eq!(&t.render(&msgs, agp).unwrap(), want, "chat {}", c["name"]),
+            (Value::String(want), Some(t)) => {
+                assert_eq!(&t.render(&msgs, agp).unwrap(), want, "chat {}", c["name"])
+            }
             (Value::Null, None) => {} // transformers has no template either
-            (Value::Null, Some(t)) => assert!(t.render(&msgs, agp).is_err(), "chat {} should fail", c["name"]),
-            (want, None) => panic!("chat {}: no template, transformers rendered {want}", c["name"]),
+            (Value::Null, Some(t)) => assert!(
+                t.render(&msgs, agp).is_err(),
+                "chat {} should fail",
+                c["name"]
+            ),
+            (want, None) => panic!(
+                "chat {}: no template, transformers rendered {want}",
+                c["name"]
+            ),
             (other, _) => panic!("bad golden {other}"),
         }
     }
@@ -84,8 +120,14 @@ fn smollm2_gguf_vocab_matches_transformers() {
     let doc = golden("smollm2.json");
     let meta = metadata(&doc);
     let vocab = Vocab::from_gguf(&meta).unwrap();
-    assert_eq!(vocab.n_tokens(), doc["vocab_size"].as_u64().unwrap() as usize);
-    assert_eq!(vocab.bos_id(), Some(doc["bos_token_id"].as_u64().unwrap() as u32));
+    assert_eq!(
+        vocab.n_tokens(),
+        doc["vocab_size"].as_u64().unwrap() as usize
+    );
+    assert_eq!(
+        vocab.bos_id(),
+        Some(doc["bos_token_id"].as_u64().unwrap() as u32)
+    );
     assert!(!vocab.add_bos());
     // <|im_end|> is the file's EOS; <|endoftext|> also ends generation.
     assert_eq!(vocab.eos_ids(), &[2, 0]);
@@ -104,7 +146,10 @@ fn gemma3_gguf_vocab_matches_transformers() {
     let t0 = Instant::now();
     let vocab = Vocab::from_gguf(&meta).unwrap();
     eprintln!("gemma3 vocab built in {:?}", t0.elapsed());
-    assert_eq!(vocab.n_tokens(), doc["vocab_size"].as_u64().unwrap() as usize);
+    assert_eq!(
+        vocab.n_tokens(),
+        doc["vocab_size"].as_u64().unwrap() as usize
+    );
     assert_eq!(vocab.bos_id(), Some(2));
     assert!(vocab.add_bos());
     let end_of_turn = vocab.token_id("<end_of_turn>").unwrap();
@@ -121,11 +166,16 @@ fn byte_level_pre_tokenizer_variants_match_transformers() {
     for pre in ["llama3", "qwen2", "default"] {
         let doc = golden(&format!("smollm2_pre_{pre}.json"));
         let mut meta = metadata(&doc);
-        meta.entries.insert("tokenizer.ggml.pre".into(), MetaValue::Str(pre.into()));
+        meta.entries
+            .insert("tokenizer.ggml.pre".into(), MetaValue::Str(pre.into()));
         let vocab = Vocab::from_gguf(&meta).unwrap();
         for s in doc["strings"].as_array().unwrap() {
             let text = s["text"].as_str().unwrap();
-            assert_eq!(vocab.encode(text, false).unwrap(), ids(&s["ids"]), "pre={pre} ids of {text:?}");
+            assert_eq!(
+                vocab.encode(text, false).unwrap(),
+                ids(&s["ids"]),
+                "pre={pre} ids of {text:?}"
+            );
         }
     }
 }
@@ -134,7 +184,10 @@ fn byte_level_pre_tokenizer_variants_match_transformers() {
 fn unknown_pre_tokenizer_is_refused_by_name() {
     let doc = golden("smollm2.json");
     let mut meta = metadata(&doc);
-    meta.entries.insert("tokenizer.ggml.pre".into(), MetaValue::Str("made-up".into()));
+    meta.entries.insert(
+        "tokenizer.ggml.pre".into(),
+        MetaValue::Str("made-up".into()),
+    );
     let err = Vocab::from_gguf(&meta).unwrap_err().to_string();
     assert!(err.contains("made-up") && err.contains("llama3"), "{err}");
 }
@@ -155,6 +208,10 @@ fn encoding_a_4kb_prompt_is_fast() {
         let per = t0.elapsed() / n;
         eprintln!("{}: 4 KB prompt encoded in {per:?}", doc["model_file"]);
         // The budget in the brief is 10 ms; tests run with opt-level 3.
-        assert!(per.as_millis() < 10, "{}: {per:?} per 4 KB prompt", doc["model_file"]);
+        assert!(
+            per.as_millis() < 10,
+            "{}: {per:?} per 4 KB prompt",
+            doc["model_file"]
+        );
     }
 }

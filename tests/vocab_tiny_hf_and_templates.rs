@@ -13,7 +13,8 @@ use serde_json::Value;
 
 fn golden(name: &str) -> Value {
     let p = common::fixtures().join("tokenizer").join(name);
-    serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
+    serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .unwrap()
 }
 
 fn tiny_dir() -> PathBuf {
@@ -21,19 +22,29 @@ fn tiny_dir() -> PathBuf {
 }
 
 fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 fn messages(v: &Value) -> Vec<Message> {
     v.as_array()
         .unwrap()
         .iter()
-        .map(|m| Message { role: m["role"].as_str().unwrap().into(), content: m["content"].as_str().unwrap().into() })
+        .map(|m| Message {
+            role: m["role"].as_str().unwrap().into(),
+            content: m["content"].as_str().unwrap().into(),
+        })
         .collect()
 }
 
 fn msg(role: &str, content: &str) -> Message {
-    Message { role: role.into(), content: content.into() }
+    Message {
+        role: role.into(),
+        content: content.into(),
+    }
 }
 
 /// A scratch directory holding a copy of the tiny tokenizer, with `edit` applied to its files.
@@ -53,19 +64,41 @@ fn scratch_dir(name: &str, edit: impl FnOnce(&std::path::Path)) -> PathBuf {
 fn tiny_hf_tokenizer_matches_transformers() {
     let doc = golden("tiny_hf.json");
     let vocab = Vocab::from_hf_dir(&tiny_dir()).unwrap();
-    assert_eq!(vocab.n_tokens(), doc["vocab_size"].as_u64().unwrap() as usize);
-    assert_eq!(vocab.bos_id(), Some(doc["bos_token_id"].as_u64().unwrap() as u32));
+    assert_eq!(
+        vocab.n_tokens(),
+        doc["vocab_size"].as_u64().unwrap() as usize
+    );
+    assert_eq!(
+        vocab.bos_id(),
+        Some(doc["bos_token_id"].as_u64().unwrap() as u32)
+    );
     assert!(!vocab.add_bos());
-    assert_eq!(vocab.eos_ids()[0], doc["eos_token_id"].as_u64().unwrap() as u32);
-    assert!(vocab.eos_ids().contains(&vocab.token_id("<|endoftext|>").unwrap()));
+    assert_eq!(
+        vocab.eos_ids()[0],
+        doc["eos_token_id"].as_u64().unwrap() as u32
+    );
+    assert!(vocab
+        .eos_ids()
+        .contains(&vocab.token_id("<|endoftext|>").unwrap()));
     for s in doc["strings"].as_array().unwrap() {
         let text = s["text"].as_str().unwrap();
         let want = ids(&s["ids"]);
         let with_special = ids(&s["ids_with_special"]);
         assert_eq!(vocab.encode(text, false).unwrap(), want, "ids of {text:?}");
-        assert_eq!(vocab.encode(text, true).unwrap(), with_special, "ids+special of {text:?}");
-        assert_eq!(vocab.decode(&want, false).unwrap(), s["decoded"].as_str().unwrap(), "decode of {text:?}");
-        assert_eq!(vocab.decode(&with_special, true).unwrap(), s["decoded_skip_special"].as_str().unwrap());
+        assert_eq!(
+            vocab.encode(text, true).unwrap(),
+            with_special,
+            "ids+special of {text:?}"
+        );
+        assert_eq!(
+            vocab.decode(&want, false).unwrap(),
+            s["decoded"].as_str().unwrap(),
+            "decode of {text:?}"
+        );
+        assert_eq!(
+            vocab.decode(&with_special, true).unwrap(),
+            s["decoded_skip_special"].as_str().unwrap()
+        );
         for skip in [false, true] {
             let mut dec = vocab.stream_decoder(skip);
             let mut streamed = String::new();
@@ -73,12 +106,23 @@ fn tiny_hf_tokenizer_matches_transformers() {
                 streamed.push_str(&dec.push(id).unwrap());
             }
             streamed.push_str(&dec.finish().unwrap());
-            assert_eq!(streamed, vocab.decode(&with_special, skip).unwrap(), "streamed {text:?}");
+            assert_eq!(
+                streamed,
+                vocab.decode(&with_special, skip).unwrap(),
+                "streamed {text:?}"
+            );
         }
     }
-    let template = ChatTemplate::from_hf_dir(&tiny_dir(), &vocab).unwrap().expect("tiny dir has a template");
+    let template = ChatTemplate::from_hf_dir(&tiny_dir(), &vocab)
+        .unwrap()
+        .expect("tiny dir has a template");
     for c in doc["chats"].as_array().unwrap() {
-        let got = template.render(&messages(&c["messages"]), c["add_generation_prompt"].as_bool().unwrap()).unwrap();
+        let got = template
+            .render(
+                &messages(&c["messages"]),
+                c["add_generation_prompt"].as_bool().unwrap(),
+            )
+            .unwrap();
         assert_eq!(got, c["rendered"].as_str().unwrap(), "chat {}", c["name"]);
     }
 }
@@ -91,7 +135,10 @@ fn stream_decoder_holds_split_characters_until_complete() {
     let mut dec = vocab.stream_decoder(false);
     let pieces: Vec<String> = ids.iter().map(|&id| dec.push(id).unwrap()).collect();
     assert!(pieces.iter().all(|p| !p.contains('\u{fffd}')), "{pieces:?}");
-    assert!(pieces.iter().any(|p| p.is_empty()), "a split character must be held back: {pieces:?}");
+    assert!(
+        pieces.iter().any(|p| p.is_empty()),
+        "a split character must be held back: {pieces:?}"
+    );
     assert_eq!(pieces.concat() + &dec.finish().unwrap(), "a😀b");
 
     // A sequence cut inside a character: finish() flushes the leftover bytes as U+FFFD.
@@ -105,16 +152,25 @@ fn stream_decoder_holds_split_characters_until_complete() {
     assert_eq!(out, "");
     let rest = dec.finish().unwrap();
     assert!(rest.contains('\u{fffd}'), "{rest:?}");
-    assert_eq!(rest, vocab.decode(&emoji[..emoji.len() - 1], false).unwrap());
+    assert_eq!(
+        rest,
+        vocab.decode(&emoji[..emoji.len() - 1], false).unwrap()
+    );
 }
 
 #[test]
 fn token_bytes_are_raw_bytes() {
     let vocab = Vocab::from_hf_dir(&tiny_dir()).unwrap();
     let ids = vocab.encode("héllo wörld 😀", false).unwrap();
-    let bytes: Vec<u8> = ids.iter().flat_map(|&id| vocab.token_bytes(id).unwrap().to_vec()).collect();
+    let bytes: Vec<u8> = ids
+        .iter()
+        .flat_map(|&id| vocab.token_bytes(id).unwrap().to_vec())
+        .collect();
     assert_eq!(bytes, "héllo wörld 😀".as_bytes());
-    assert_eq!(vocab.token_bytes(vocab.token_id("<|im_end|>").unwrap()), Some(&b"<|im_end|>"[..]));
+    assert_eq!(
+        vocab.token_bytes(vocab.token_id("<|im_end|>").unwrap()),
+        Some(&b"<|im_end|>"[..])
+    );
     assert_eq!(vocab.token_bytes(vocab.n_tokens() as u32), None);
 }
 
@@ -122,7 +178,9 @@ fn token_bytes_are_raw_bytes() {
 fn out_of_range_ids_are_invalid_arguments() {
     let vocab = Vocab::from_hf_dir(&tiny_dir()).unwrap();
     let bad = vocab.n_tokens() as u32;
-    assert!(matches!(vocab.decode(&[1, bad], false), Err(Error::InvalidArgument(m)) if m.contains(&bad.to_string())));
+    assert!(
+        matches!(vocab.decode(&[1, bad], false), Err(Error::InvalidArgument(m)) if m.contains(&bad.to_string()))
+    );
     let mut dec = vocab.stream_decoder(false);
     assert!(matches!(dec.push(u32::MAX), Err(Error::InvalidArgument(_))));
     assert!(!vocab.is_special(u32::MAX));
@@ -130,19 +188,37 @@ fn out_of_range_ids_are_invalid_arguments() {
 
 #[test]
 fn malformed_tokenizer_json_is_a_model_format_error() {
-    let dir = scratch_dir("malformed", |d| std::fs::write(d.join("tokenizer.json"), "{\"model\": 12").unwrap());
+    let dir = scratch_dir("malformed", |d| {
+        std::fs::write(d.join("tokenizer.json"), "{\"model\": 12").unwrap()
+    });
     let err = Vocab::from_hf_dir(&dir).unwrap_err();
-    assert!(matches!(&err, Error::ModelFormat { file, .. } if file == "tokenizer.json"), "{err:?}");
+    assert!(
+        matches!(&err, Error::ModelFormat { file, .. } if file == "tokenizer.json"),
+        "{err:?}"
+    );
 
-    let dir = scratch_dir("wrongshape", |d| std::fs::write(d.join("tokenizer.json"), "{\"model\": {\"type\": \"BPE\"}}").unwrap());
-    assert!(matches!(Vocab::from_hf_dir(&dir), Err(Error::ModelFormat { .. })));
+    let dir = scratch_dir("wrongshape", |d| {
+        std::fs::write(d.join("tokenizer.json"), "{\"model\": {\"type\": \"BPE\"}}").unwrap()
+    });
+    assert!(matches!(
+        Vocab::from_hf_dir(&dir),
+        Err(Error::ModelFormat { .. })
+    ));
 
-    let dir = scratch_dir("badconfig", |d| std::fs::write(d.join("tokenizer_config.json"), "not json").unwrap());
+    let dir = scratch_dir("badconfig", |d| {
+        std::fs::write(d.join("tokenizer_config.json"), "not json").unwrap()
+    });
     let err = Vocab::from_hf_dir(&dir).unwrap_err();
-    assert!(matches!(&err, Error::ModelFormat { file, .. } if file == "tokenizer_config.json"), "{err:?}");
+    assert!(
+        matches!(&err, Error::ModelFormat { file, .. } if file == "tokenizer_config.json"),
+        "{err:?}"
+    );
 
     let missing = std::env::temp_dir().join("edgellm-vocab-does-not-exist");
-    assert!(matches!(Vocab::from_hf_dir(&missing), Err(Error::Io { .. })));
+    assert!(matches!(
+        Vocab::from_hf_dir(&missing),
+        Err(Error::Io { .. })
+    ));
 }
 
 #[test]
@@ -152,7 +228,9 @@ fn config_add_bos_flag_does_not_override_tokenizer_json() {
     // /work/pyenv); the post-processor in tokenizer.json decides.
     let dir = scratch_dir("addbos", |d| {
         let p = d.join("tokenizer_config.json");
-        let text = std::fs::read_to_string(&p).unwrap().replace("\"add_bos_token\": false", "\"add_bos_token\": true");
+        let text = std::fs::read_to_string(&p)
+            .unwrap()
+            .replace("\"add_bos_token\": false", "\"add_bos_token\": true");
         assert!(text.contains("\"add_bos_token\": true"));
         std::fs::write(p, text).unwrap();
     });
@@ -164,13 +242,19 @@ fn config_add_bos_flag_does_not_override_tokenizer_json() {
 #[test]
 fn chat_template_jinja_file_wins_over_config() {
     let dir = scratch_dir("jinjafile", |d| {
-        std::fs::write(d.join("chat_template.jinja"), "{{ bos_token }}{% for m in messages %}[{{ m.role }}]{% endfor %}\n")
-            .unwrap()
+        std::fs::write(
+            d.join("chat_template.jinja"),
+            "{{ bos_token }}{% for m in messages %}[{{ m.role }}]{% endfor %}\n",
+        )
+        .unwrap()
     });
     let vocab = Vocab::from_hf_dir(&dir).unwrap();
     let t = ChatTemplate::from_hf_dir(&dir, &vocab).unwrap().unwrap();
     // keep_trailing_newline is off in HF's Jinja environment, so the final newline goes.
-    assert_eq!(t.render(&[msg("user", "x")], false).unwrap(), "<|im_start|>[user]");
+    assert_eq!(
+        t.render(&[msg("user", "x")], false).unwrap(),
+        "<|im_start|>[user]"
+    );
 }
 
 #[test]
@@ -183,12 +267,21 @@ fn builtin_styles_match_transformers_rendering() {
     for (style, chats) in styles {
         let t = ChatTemplate::builtin(style).unwrap();
         for c in chats.as_array().unwrap() {
-            let got = t.render(&messages(&c["messages"]), c["add_generation_prompt"].as_bool().unwrap());
+            let got = t.render(
+                &messages(&c["messages"]),
+                c["add_generation_prompt"].as_bool().unwrap(),
+            );
             match (&c["rendered"], got) {
                 (Value::String(want), Ok(got)) => assert_eq!(&got, want, "{style} / {}", c["name"]),
-                (Value::Null, Err(Error::InvalidArgument(m))) if c["name"] == "empty" => assert!(m.contains("empty")),
+                (Value::Null, Err(Error::InvalidArgument(m))) if c["name"] == "empty" => {
+                    assert!(m.contains("empty"))
+                }
                 (Value::Null, Err(Error::Template(m))) => {
-                    assert!(c["error"].as_str().unwrap().contains(&m) || m.contains(c["error"].as_str().unwrap()), "{m}")
+                    assert!(
+                        c["error"].as_str().unwrap().contains(&m)
+                            || m.contains(c["error"].as_str().unwrap()),
+                        "{m}"
+                    )
                 }
                 (want, got) => panic!("{style} / {}: want {want}, got {got:?}", c["name"]),
             }
@@ -199,7 +292,10 @@ fn builtin_styles_match_transformers_rendering() {
 #[test]
 fn unknown_builtin_style_lists_the_known_ones() {
     let err = ChatTemplate::builtin("vicuna").unwrap_err();
-    assert!(matches!(&err, Error::InvalidArgument(m) if m.contains("vicuna") && m.contains("chatml") && m.contains("gemma")), "{err:?}");
+    assert!(
+        matches!(&err, Error::InvalidArgument(m) if m.contains("vicuna") && m.contains("chatml") && m.contains("gemma")),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -210,10 +306,16 @@ fn template_errors_are_template_errors() {
     // raise_exception carries the template's own message.
     let t = ChatTemplate::new("{{ raise_exception('only user turns, please') }}", "", "").unwrap();
     let err = t.render(&[msg("user", "x")], true).unwrap_err();
-    assert!(matches!(&err, Error::Template(m) if m.contains("only user turns, please")), "{err:?}");
+    assert!(
+        matches!(&err, Error::Template(m) if m.contains("only user turns, please")),
+        "{err:?}"
+    );
     // Runtime type errors too.
     let t = ChatTemplate::new("{{ messages[0].content + 1 }}", "", "").unwrap();
-    assert!(matches!(t.render(&[msg("user", "x")], true), Err(Error::Template(_))));
+    assert!(matches!(
+        t.render(&[msg("user", "x")], true),
+        Err(Error::Template(_))
+    ));
 }
 
 #[test]
@@ -226,5 +328,8 @@ fn python_compat_methods_globals_and_tojson() {
     let t = ChatTemplate::new(src, "<s>", "</s>").unwrap();
     let got = t.render(&[msg("user", " a,b ")], false).unwrap();
     // Python: json.dumps({"k": 'é"', "n": [1, 2.5, True, None]}, ensure_ascii=False)
-    assert_eq!(got, "A,B|2|True|None|<s></s>|{\"k\": \"é\\\"\", \"n\": [1, 2.5, true, null]}|4");
+    assert_eq!(
+        got,
+        "A,B|2|True|None|<s></s>|{\"k\": \"é\\\"\", \"n\": [1, 2.5, true, null]}|4"
+    );
 }

@@ -111,8 +111,12 @@ impl Vocab {
                 piece_bytes.extend_from_slice(tok.content.as_bytes());
             } else if let Some(s) = tokenizer.id_to_token(id) {
                 match spelling {
-                    TokenSpelling::ByteLevel => bytes::byte_level_bytes(&s, &unicode_to_byte, &mut piece_bytes),
-                    TokenSpelling::SentencePiece => bytes::sentencepiece_bytes(&s, &mut piece_bytes),
+                    TokenSpelling::ByteLevel => {
+                        bytes::byte_level_bytes(&s, &unicode_to_byte, &mut piece_bytes)
+                    }
+                    TokenSpelling::SentencePiece => {
+                        bytes::sentencepiece_bytes(&s, &mut piece_bytes)
+                    }
                 }
             }
             let end = u32::try_from(piece_bytes.len())
@@ -134,7 +138,16 @@ impl Vocab {
             }
         }
         let bos = bos.filter(|&b| (b as usize) < n);
-        let mut v = Vocab { tokenizer, spelling, piece_bytes, piece_ends, special, bos, add_bos: false, eos };
+        let mut v = Vocab {
+            tokenizer,
+            spelling,
+            piece_bytes,
+            piece_ends,
+            special,
+            bos,
+            add_bos: false,
+            eos,
+        };
         // Whether BOS is added is whatever the post-processor does, so ask it rather than a flag.
         if let Some(b) = v.bos {
             v.add_bos = v.encode("", true)?.first() == Some(&b);
@@ -145,7 +158,10 @@ impl Vocab {
     /// Encodes `text`; `add_special` adds BOS/EOS as the model's tokenizer does. Special-token text
     /// such as `<|im_start|>` is always parsed as that special token.
     pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
-        let enc = self.tokenizer.encode_fast(text, add_special).map_err(tok_err)?;
+        let enc = self
+            .tokenizer
+            .encode_fast(text, add_special)
+            .map_err(tok_err)?;
         Ok(enc.get_ids().to_vec())
     }
 
@@ -170,7 +186,11 @@ impl Vocab {
     pub fn token_bytes(&self, id: u32) -> Option<&[u8]> {
         let i = id as usize;
         let end = *self.piece_ends.get(i)? as usize;
-        let start = if i == 0 { 0 } else { self.piece_ends[i - 1] as usize };
+        let start = if i == 0 {
+            0
+        } else {
+            self.piece_ends[i - 1] as usize
+        };
         Some(&self.piece_bytes[start..end])
     }
 

@@ -23,14 +23,21 @@ pub struct StreamDecoder<'v> {
 impl<'v> StreamDecoder<'v> {
     /// A decoder with nothing pushed yet; `skip_special` drops special tokens from the text.
     pub fn new(vocab: &'v Vocab, skip_special: bool) -> Self {
-        StreamDecoder { vocab, skip_special, window: Vec::new(), read: 0 }
+        StreamDecoder {
+            vocab,
+            skip_special,
+            window: Vec::new(),
+            read: 0,
+        }
     }
 
     /// Adds one id and returns the text it completes (possibly empty while a character is split).
     pub fn push(&mut self, id: u32) -> Result<String> {
         self.vocab.check_ids(&[id])?;
         self.window.push(id);
-        let before = self.vocab.decode(&self.window[..self.read], self.skip_special)?;
+        let before = self
+            .vocab
+            .decode(&self.window[..self.read], self.skip_special)?;
         let now = self.vocab.decode(&self.window, self.skip_special)?;
         // A trailing U+FFFD means the last character is still missing bytes: wait for more.
         if now.len() <= before.len() || now.ends_with('\u{fffd}') || !now.starts_with(&before) {
@@ -47,7 +54,9 @@ impl<'v> StreamDecoder<'v> {
 
     /// Releases whatever is still held; bytes that never formed a character become U+FFFD.
     pub fn finish(&mut self) -> Result<String> {
-        let before = self.vocab.decode(&self.window[..self.read], self.skip_special)?;
+        let before = self
+            .vocab
+            .decode(&self.window[..self.read], self.skip_special)?;
         let now = self.vocab.decode(&self.window, self.skip_special)?;
         self.window.clear();
         self.read = 0;
