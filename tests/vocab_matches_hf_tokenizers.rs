@@ -44,6 +44,7 @@ fn messages(v: &Value) -> Vec<Message> {
 
 /// Every golden string: ids with and without special tokens, decode, and streaming decode.
 fn check_strings(vocab: &Vocab, doc: &Value) {
+    let mut split_chars = 0;
     for s in doc["strings"].as_array().unwrap() {
         let text = s["text"].as_str().unwrap();
         let want = ids(&s["ids"]);
@@ -67,8 +68,15 @@ fn check_strings(vocab: &Vocab, doc: &Value) {
         for skip in [false, true] {
             let mut dec = vocab.stream_decoder(skip);
             let mut streamed = String::new();
+            let whole = vocab.decode(&with_special, skip).unwrap();
             for &id in &with_special {
-                streamed.push_str(&dec.push(id).unwrap());
+                let piece = dec.push(id).unwrap();
+                // Pieces are complete UTF-8: no replacement character the whole text lacks.
+                assert!(
+                    whole.contains('\u{fffd}') || !piece.contains('\u{fffd}'),
+                    "{text:?}: piece {piece:?}"
+                );
+                streamed.push_str(&piece);
             }
             streamed.push_str(&dec.finish().unwrap());
             assert_eq!(
@@ -77,6 +85,10 @@ fn check_strings(vocab: &Vocab, doc: &Value) {
                 "streamed {text:?} skip={skip}"
             );
         }
+        split_chars += with_special
+            .iter()
+            .filter(|&&id| std::str::from_utf8(vocab.token_bytes(id).unwrap()).is_err())
+            .count();
         // Token bytes concatenate to the text for byte-exact vocabularies (no special tokens).
         if want.iter().all(|&id| !vocab.is_special(id)) {
             let bytes: Vec<u8> = want

@@ -102,8 +102,15 @@ fn tiny_hf_tokenizer_matches_transformers() {
         for skip in [false, true] {
             let mut dec = vocab.stream_decoder(skip);
             let mut streamed = String::new();
+            let whole = vocab.decode(&with_special, skip).unwrap();
             for &id in &with_special {
-                streamed.push_str(&dec.push(id).unwrap());
+                let piece = dec.push(id).unwrap();
+                // Pieces are complete UTF-8: no replacement character the whole text lacks.
+                assert!(
+                    whole.contains('\u{fffd}') || !piece.contains('\u{fffd}'),
+                    "{text:?}: piece {piece:?}"
+                );
+                streamed.push_str(&piece);
             }
             streamed.push_str(&dec.finish().unwrap());
             assert_eq!(

@@ -239,3 +239,17 @@ impl Vocab {
         StreamDecoder::new(self, skip_special)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The runtime shares one vocabulary and template between request threads.
+    #[test]
+    fn vocab_and_template_are_shareable_between_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Vocab>();
+        shareable::<ChatTemplate>();
+        shareable::<StreamDecoder<'static>>();
+    }
+}
