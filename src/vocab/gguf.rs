@@ -5,6 +5,7 @@
 //! The pre-tokenizer of a byte-level vocabulary is named by `tokenizer.ggml.pre`; an unknown name
 //! is refused rather than guessed, since a wrong split rule silently changes token ids.
 
+use rayon::prelude::*;
 use tokenizers::decoders::byte_fallback::ByteFallback;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::decoders::fuse::Fuse;
@@ -380,35 +381,42 @@ fn generate_merges(tokens: &[String], vocab: &BpeVocab, scores: &[f64]) -> Vec<(
         len_r: usize,
         score: f64,
     }
-    let mut merges = Vec::new();
-    let mut local = Vec::new();
-    for (token, &score) in tokens.iter().zip(scores) {
-        local.clear();
-        let n_chars = token.chars().count();
-        for (k, (at, _)) in token.char_indices().enumerate().skip(1) {
-            let (l, r) = token.split_at(at);
-            if let (Some(&li), Some(&ri)) = (vocab.get(l), vocab.get(r)) {
-                local.push(Merge {
-                    l: li,
-                    r: ri,
-                    len_l: k,
-                    len_r: n_chars - k,
-                    score,
-                });
-            }
-        }
-        local.sort_by_key(|m| (m.l, m.r));
-        merges.append(&mut local);
-    }
+    // Each token's cuts are independent, so they are found in parallel; rayon's collect keeps
+    // token order and its sort is stable, so the result is the sequential one.
+    let mut merges: Vec<Merge> = tokens
+        .par_iter()
+        .zip(scores.par_iter())
+        .flat_map_iter(|(token, &score)| {
+            let n_chars = token.chars().count();
+            let mut local: Vec<Merge> = token
+                .char_indices()
+                .enumerate()
+                .skip(1)
+                .filter_map(|(k, (at, _))| {
+                    let (l, r) = token.split_at(at);
+                    let (&li, &ri) = (vocab.get(l)?, vocab.get(r)?);
+                    Some(Merge {
+                        l: li,
+                        r: ri,
+                        len_l: k,
+                        len_r: n_chars - k,
+                        score,
+                    })
+                })
+                .collect();
+            local.sort_by_key(|m| (m.l, m.r));
+            local
+        })
+        .collect();
     // Stable sort, descending on (score, len_l, len_r), as Python's sorted(..., reverse=True).
-    merges.sort_by(|a, b| {
+    merges.par_sort_by(|a, b| {
         b.score
             .total_cmp(&a.score)
             .then(b.len_l.cmp(&a.len_l))
             .then(b.len_r.cmp(&a.len_r))
     });
     merges
-        .into_iter()
+        .par_iter()
         .map(|m| (tokens[m.l as usize].clone(), tokens[m.r as usize].clone()))
         .collect()
 }
