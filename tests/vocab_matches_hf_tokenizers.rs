@@ -227,3 +227,26 @@ fn encoding_a_4kb_prompt_is_fast() {
         );
     }
 }
+
+#[test]
+fn generic_sentencepiece_path_matches_transformers() {
+    // Gemma 3's vocabulary read as a plain `llama` SentencePiece vocabulary: merges ranked by the
+    // file's scores, Metaspace with a prefix space (transformers always adds it on this path, so
+    // the flag is set to say so), and the leading-space strip on decode.
+    let doc = golden("gemma3_as_llama.json");
+    let mut meta = metadata(&doc);
+    meta.entries.insert("general.architecture".into(), MetaValue::Str("llama".into()));
+    meta.entries.insert("tokenizer.ggml.add_space_prefix".into(), MetaValue::Bool(true));
+    let vocab = Vocab::from_gguf(&meta).unwrap();
+    for s in doc["strings"].as_array().unwrap() {
+        let text = s["text"].as_str().unwrap();
+        let want = ids(&s["ids"]);
+        assert_eq!(vocab.encode(text, false).unwrap(), want, "ids of {text:?}");
+        let decoded = vocab.decode(&want, false).unwrap();
+        assert_eq!(decoded, s["decoded"].as_str().unwrap(), "decode of {text:?}");
+        let mut dec = vocab.stream_decoder(false);
+        let mut streamed: String = want.iter().map(|&id| dec.push(id).unwrap()).collect();
+        streamed.push_str(&dec.finish().unwrap());
+        assert_eq!(streamed, decoded, "streamed {text:?}");
+    }
+}
