@@ -235,18 +235,44 @@ fn generic_sentencepiece_path_matches_transformers() {
     // the flag is set to say so), and the leading-space strip on decode.
     let doc = golden("gemma3_as_llama.json");
     let mut meta = metadata(&doc);
-    meta.entries.insert("general.architecture".into(), MetaValue::Str("llama".into()));
-    meta.entries.insert("tokenizer.ggml.add_space_prefix".into(), MetaValue::Bool(true));
+    meta.entries.insert(
+        "general.architecture".into(),
+        MetaValue::Str("llama".into()),
+    );
+    meta.entries.insert(
+        "tokenizer.ggml.add_space_prefix".into(),
+        MetaValue::Bool(true),
+    );
     let vocab = Vocab::from_gguf(&meta).unwrap();
     for s in doc["strings"].as_array().unwrap() {
         let text = s["text"].as_str().unwrap();
         let want = ids(&s["ids"]);
         assert_eq!(vocab.encode(text, false).unwrap(), want, "ids of {text:?}");
         let decoded = vocab.decode(&want, false).unwrap();
-        assert_eq!(decoded, s["decoded"].as_str().unwrap(), "decode of {text:?}");
+        assert_eq!(
+            decoded,
+            s["decoded"].as_str().unwrap(),
+            "decode of {text:?}"
+        );
         let mut dec = vocab.stream_decoder(false);
         let mut streamed: String = want.iter().map(|&id| dec.push(id).unwrap()).collect();
         streamed.push_str(&dec.finish().unwrap());
         assert_eq!(streamed, decoded, "streamed {text:?}");
+    }
+}
+
+#[test]
+fn smollm_split_rule_matches_llama_cpp() {
+    // SmolLM's own tokenizer.json splits every digit; llama.cpp's `smollm` rule does too, while
+    // transformers' GGUF conversion drops it ("x=  99" differs). We follow llama.cpp here.
+    let doc = golden("smollm2_llama_cpp.json");
+    let vocab = Vocab::from_gguf(&metadata(&doc)).unwrap();
+    for s in doc["strings"].as_array().unwrap() {
+        let text = s["text"].as_str().unwrap();
+        assert_eq!(
+            vocab.encode(text, false).unwrap(),
+            ids(&s["ids"]),
+            "ids of {text:?}"
+        );
     }
 }
