@@ -7,7 +7,7 @@ mod common;
 use std::path::PathBuf;
 
 use edgellm::runtime::Message;
-use edgellm::vocab::{ChatTemplate, Vocab};
+use edgellm::vocab::{ChatTemplate, TokenSpelling, Vocab};
 use edgellm::Error;
 use serde_json::Value;
 
@@ -60,10 +60,10 @@ fn scratch_dir(name: &str, edit: impl FnOnce(&std::path::Path)) -> PathBuf {
     dir
 }
 
-#[test]
-fn tiny_hf_tokenizer_matches_transformers() {
-    let doc = golden("tiny_hf.json");
-    let vocab = Vocab::from_hf_dir(&tiny_dir()).unwrap();
+/// Every golden string and chat of `golden_name` against the tokenizer directory `dir`.
+fn check_dir_against_golden(dir: &std::path::Path, golden_name: &str) -> Vocab {
+    let doc = golden(golden_name);
+    let vocab = Vocab::from_hf_dir(dir).unwrap();
     assert_eq!(
         vocab.n_tokens(),
         doc["vocab_size"].as_u64().unwrap() as usize
@@ -72,14 +72,10 @@ fn tiny_hf_tokenizer_matches_transformers() {
         vocab.bos_id(),
         Some(doc["bos_token_id"].as_u64().unwrap() as u32)
     );
-    assert!(!vocab.add_bos());
     assert_eq!(
         vocab.eos_ids()[0],
         doc["eos_token_id"].as_u64().unwrap() as u32
     );
-    assert!(vocab
-        .eos_ids()
-        .contains(&vocab.token_id("<|endoftext|>").unwrap()));
     for s in doc["strings"].as_array().unwrap() {
         let text = s["text"].as_str().unwrap();
         let want = ids(&s["ids"]);
@@ -99,13 +95,20 @@ fn tiny_hf_tokenizer_matches_transformers() {
             vocab.decode(&with_special, true).unwrap(),
             s["decoded_skip_special"].as_str().unwrap()
         );
+        // Raw token bytes add up to the text (none of these strings contains special-token text).
+        let bytes: Vec<u8> = want
+            .iter()
+            .flat_map(|&id| vocab.token_bytes(id).unwrap().to_vec())
+            .collect();
+        if !want.iter().any(|&id| vocab.is_special(id)) {
+            assert_eq!(bytes, text.as_bytes(), "token bytes of {text:?}");
+        }
         for skip in [false, true] {
             let mut dec = vocab.stream_decoder(skip);
             let mut streamed = String::new();
             let whole = vocab.decode(&with_special, skip).unwrap();
             for &id in &with_special {
                 let piece = dec.push(id).unwrap();
-                // Pieces are complete UTF-8: no replacement character the whole text lacks.
                 assert!(
                     whole.contains('\u{fffd}') || !piece.contains('\u{fffd}'),
                     "{text:?}: piece {piece:?}"
@@ -113,16 +116,12 @@ fn tiny_hf_tokenizer_matches_transformers() {
                 streamed.push_str(&piece);
             }
             streamed.push_str(&dec.finish().unwrap());
-            assert_eq!(
-                streamed,
-                vocab.decode(&with_special, skip).unwrap(),
-                "streamed {text:?}"
-            );
+            assert_eq!(streamed, whole, "streamed {text:?}");
         }
     }
-    let template = ChatTemplate::from_hf_dir(&tiny_dir(), &vocab)
+    let template = ChatTemplate::from_hf_dir(dir, &vocab)
         .unwrap()
-        .expect("tiny dir has a template");
+        .expect("the directory has a template");
     for c in doc["chats"].as_array().unwrap() {
         let got = template
             .render(
@@ -132,6 +131,42 @@ fn tiny_hf_tokenizer_matches_transformers() {
             .unwrap();
         assert_eq!(got, c["rendered"].as_str().unwrap(), "chat {}", c["name"]);
     }
+    vocab
+}
+
+#[test]
+fn tiny_hf_tokenizer_matches_transformers() {
+    let vocab = check_dir_against_golden(&tiny_dir(), "tiny_hf.json");
+    assert_eq!(vocab.spelling(), TokenSpelling::ByteLevel);
+    assert!(!vocab.add_bos());
+    assert!(vocab
+        .eos_ids()
+        .contains(&vocab.token_id("<|endoftext|>").unwrap()));
+}
+
+#[test]
+fn tiny_sentencepiece_hf_tokenizer_matches_transformers() {
+    let dir = common::fixtures().join("tokenizer/tiny_spm_hf");
+    let vocab = check_dir_against_golden(&dir, "tiny_spm_hf.json");
+    assert_eq!(vocab.spelling(), TokenSpelling::SentencePiece);
+    assert!(vocab.add_bos());
+    // EOS from tokenizer_config.json, then generation_config.json's list (<eos>, <end_of_turn>).
+    assert_eq!(vocab.eos_ids(), &[1, 5]);
+    // Byte-fallback tokens are ordinary tokens carrying one raw byte each.
+    let b = vocab.token_id("<0xF0>").unwrap();
+    assert!(!vocab.is_special(b));
+    assert_eq!(vocab.token_bytes(b), Some(&[0xf0u8][..]));
+
+    // A run of bytes that never forms a character is not held forever: it comes out as U+FFFDs
+    // before finish(), and the pieces still add up to the full decode.
+    let junk = vec![vocab.token_id("<0x80>").unwrap(); 40];
+    let mut dec = vocab.stream_decoder(false);
+    let early: String = junk.iter().map(|&id| dec.push(id).unwrap()).collect();
+    assert!(!early.is_empty());
+    assert_eq!(
+        early + &dec.finish().unwrap(),
+        vocab.decode(&junk, false).unwrap()
+    );
 }
 
 #[test]

@@ -6,8 +6,10 @@
 //! So each step decodes a short window of recent ids and releases the part of its text not yet
 //! released, minus any trailing U+FFFD: a replacement character at the very end may be the start
 //! of a character whose remaining bytes are still to come, while text before it can no longer
-//! change. Once everything in the window is released the window shrinks to its last id, which
-//! stays as context (it decides, e.g., whether the next piece's leading space is stripped).
+//! change. Once everything in the window is released the window shrinks to the ids of the chunk
+//! just released, which stay as context: they start on a character boundary (byte-fallback
+//! decoders turn a whole run of byte tokens into U+FFFDs if it starts mid-character) and decide,
+//! e.g., whether the next piece's leading space is stripped.
 
 use super::Vocab;
 use crate::error::Result;
@@ -20,8 +22,10 @@ const MAX_PENDING: usize = 16;
 pub struct StreamDecoder<'v> {
     vocab: &'v Vocab,
     skip_special: bool,
-    /// Recent ids: one id of released context, then the ids whose text is not all out yet.
+    /// Recent ids: the last released chunk as context, then the ids whose text is not all out yet.
     window: Vec<u32>,
+    /// Where in `window` the ids not yet fully released begin.
+    pending: usize,
     /// Bytes of `decode(window)` already released.
     released: usize,
 }
@@ -33,6 +37,7 @@ impl<'v> StreamDecoder<'v> {
             vocab,
             skip_special,
             window: Vec::new(),
+            pending: 0,
             released: 0,
         }
     }
@@ -42,7 +47,7 @@ impl<'v> StreamDecoder<'v> {
         self.vocab.check_ids(&[id])?;
         self.window.push(id);
         let text = self.vocab.decode(&self.window, self.skip_special)?;
-        let stable = if self.window.len() > MAX_PENDING {
+        let stable = if self.window.len() - self.pending > MAX_PENDING {
             text.len()
         } else {
             text.trim_end_matches('\u{fffd}').len()
@@ -55,8 +60,8 @@ impl<'v> StreamDecoder<'v> {
         };
         self.released = self.released.max(stable);
         if stable == text.len() {
-            let last = self.window.len() - 1;
-            self.window.drain(..last);
+            self.window.drain(..self.pending);
+            self.pending = self.window.len();
             self.released = self.vocab.decode(&self.window, self.skip_special)?.len();
         }
         Ok(fresh)
@@ -67,6 +72,7 @@ impl<'v> StreamDecoder<'v> {
         let text = self.vocab.decode(&self.window, self.skip_special)?;
         let rest = text.get(self.released..).unwrap_or("").to_string();
         self.window.clear();
+        self.pending = 0;
         self.released = 0;
         Ok(rest)
     }
