@@ -95,13 +95,14 @@ fn check_strings(vocab: &Vocab, doc: &Value) {
                 .iter()
                 .flat_map(|&id| vocab.token_bytes(id).unwrap().to_vec())
                 .collect();
-            assert_eq!(
-                String::from_utf8_lossy(&bytes),
-                text,
-                "token bytes of {text:?}"
-            );
+            assert_eq!(bytes, text.as_bytes(), "token bytes of {text:?}");
         }
     }
+    // The streaming checks above must have seen characters split across tokens.
+    assert!(
+        split_chars > 0,
+        "no golden string splits a character across tokens"
+    );
 }
 
 fn check_chats(template: Option<&ChatTemplate>, doc: &Value) {
