@@ -375,3 +375,28 @@ fn python_compat_methods_globals_and_tojson() {
         "A,B|2|True|None|<s></s>|{\"k\": \"é\\\"\", \"n\": [1, 2.5, true, null]}|4"
     );
 }
+
+#[test]
+fn added_tokens_numbered_out_of_order_stay_usable() {
+    let dir = scratch_dir("hole", |d| {
+        let p = d.join("tokenizer.json");
+        let mut tj: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        tj["added_tokens"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({
+                "id": 500, "content": "<|hole|>", "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": false, "special": true
+            }));
+        std::fs::write(p, serde_json::to_vec(&tj).unwrap()).unwrap();
+    });
+    // The tokenizers library renumbers the stray token; whatever id it gets must be usable.
+    let vocab = Vocab::from_hf_dir(&dir).unwrap();
+    let hole = vocab.token_id("<|hole|>").unwrap();
+    assert!((hole as usize) < vocab.n_tokens());
+    let ids = vocab.encode("a<|hole|>b", false).unwrap();
+    assert!(ids.contains(&hole));
+    assert!(vocab.is_special(hole));
+    assert_eq!(vocab.decode(&ids, false).unwrap(), "a<|hole|>b");
+    assert_eq!(vocab.token_bytes(hole), Some(&b"<|hole|>"[..]));
+}

@@ -95,8 +95,10 @@ impl Vocab {
         bos: Option<u32>,
         eos_candidates: &[u32],
     ) -> Result<Vocab> {
-        let n = tokenizer.get_vocab_size(true);
         let added = tokenizer.get_added_tokens_decoder();
+        // A tokenizer.json may number added tokens past the end of the model's vocabulary.
+        let past_added = added.keys().map(|&id| id as usize + 1).max().unwrap_or(0);
+        let n = tokenizer.get_vocab_size(true).max(past_added);
         let mut special = vec![false; n];
         for (&id, tok) in &added {
             if tok.special && (id as usize) < n {
@@ -132,7 +134,7 @@ impl Vocab {
         }
         for name in END_OF_TURN_TOKENS {
             if let Some(id) = tokenizer.token_to_id(name) {
-                if special[id as usize] && seen.insert(id) {
+                if special.get(id as usize) == Some(&true) && seen.insert(id) {
                     eos.push(id);
                 }
             }
