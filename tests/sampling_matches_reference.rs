@@ -8,12 +8,18 @@ use edgellm::runtime::SamplingParams;
 use edgellm::sampling::Sampler;
 
 fn f(v: &serde_json::Value, key: &str, default: f32) -> f32 {
-    v.get(key).and_then(|x| x.as_f64()).map_or(default, |x| x as f32)
+    v.get(key)
+        .and_then(|x| x.as_f64())
+        .map_or(default, |x| x as f32)
 }
 
 #[test]
 fn stages_match_transformers_and_llama_cpp() {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/sampling/golden.json")).unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/sampling/golden.json"
+    ))
+    .unwrap();
     let golden: serde_json::Value = serde_json::from_str(&text).unwrap();
     let cases = golden["cases"].as_array().unwrap();
     assert!(cases.len() >= 20);
@@ -30,8 +36,18 @@ fn stages_match_transformers_and_llama_cpp() {
             frequency_penalty: f(p, "frequency_penalty", 0.0),
             seed: 1,
         };
-        let mut logits: Vec<f32> = case["logits"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
-        let history: Vec<u32> = case["history"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+        let mut logits: Vec<f32> = case["logits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect();
+        let history: Vec<u32> = case["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect();
         let expected: Vec<(u32, f32)> = case["expected"]
             .as_array()
             .unwrap()
@@ -40,18 +56,34 @@ fn stages_match_transformers_and_llama_cpp() {
             .collect();
 
         let mut sampler = Sampler::new(&params).unwrap();
-        let mut got: Vec<(u32, f32)> = sampler.candidates(&mut logits, &history).iter().map(|c| (c.id, c.logit)).collect();
+        let mut got: Vec<(u32, f32)> = sampler
+            .candidates(&mut logits, &history)
+            .iter()
+            .map(|c| (c.id, c.logit))
+            .collect();
         got.sort_by_key(|e| e.0);
         let got_ids: Vec<u32> = got.iter().map(|e| e.0).collect();
         let want_ids: Vec<u32> = expected.iter().map(|e| e.0).collect();
         assert_eq!(got_ids, want_ids, "{name}: surviving tokens differ");
         for ((id, g), (_, w)) in got.iter().zip(&expected) {
             // Same float32 operations in the same order: the results agree bit for bit.
-            assert_eq!(g.to_bits(), w.to_bits(), "{name}: token {id} logit {g} vs reference {w}");
+            assert_eq!(
+                g.to_bits(),
+                w.to_bits(),
+                "{name}: token {id} logit {g} vs reference {w}"
+            );
         }
         // Sampling draws from exactly that set.
-        let mut logits2: Vec<f32> = case["logits"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+        let mut logits2: Vec<f32> = case["logits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect();
         let t = sampler.sample(&mut logits2, &history);
-        assert!(want_ids.binary_search(&t).is_ok(), "{name}: sampled token {t} was filtered out");
+        assert!(
+            want_ids.binary_search(&t).is_ok(),
+            "{name}: sampled token {t} was filtered out"
+        );
     }
 }

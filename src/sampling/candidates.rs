@@ -52,7 +52,12 @@ impl<'a> Candidates<'a> {
     /// Wraps the full logit vector; `list` is scratch space reused between calls.
     pub fn new(dense: &'a mut [f32], list: &'a mut Vec<TokenLogit>) -> Self {
         list.clear();
-        Candidates { dense, list, is_dense: true, sorted: false }
+        Candidates {
+            dense,
+            list,
+            is_dense: true,
+            sorted: false,
+        }
     }
 
     /// Number of tokens still in the running.
@@ -73,7 +78,10 @@ impl<'a> Candidates<'a> {
         if self.is_dense {
             self.list.clear();
             self.list
-                .extend(self.dense.iter().enumerate().map(|(i, &l)| TokenLogit { id: i as u32, logit: clean(l) }));
+                .extend(self.dense.iter().enumerate().map(|(i, &l)| TokenLogit {
+                    id: i as u32,
+                    logit: clean(l),
+                }));
             self.is_dense = false;
             self.sorted = false;
         }
@@ -136,7 +144,10 @@ impl<'a> Candidates<'a> {
             return;
         }
         self.materialize();
-        let max = self.list.iter().fold(f32::NEG_INFINITY, |m, c| m.max(c.logit));
+        let max = self
+            .list
+            .iter()
+            .fold(f32::NEG_INFINITY, |m, c| m.max(c.logit));
         if max == f32::NEG_INFINITY {
             return;
         }
@@ -180,7 +191,9 @@ impl<'a> Candidates<'a> {
         let max = if self.is_dense {
             self.dense.iter().fold(f32::NEG_INFINITY, |m, &l| m.max(l))
         } else {
-            self.list.iter().fold(f32::NEG_INFINITY, |m, c| m.max(c.logit))
+            self.list
+                .iter()
+                .fold(f32::NEG_INFINITY, |m, c| m.max(c.logit))
         };
         if max == f32::NEG_INFINITY {
             return;
@@ -197,7 +210,10 @@ impl<'a> Candidates<'a> {
                     .iter()
                     .enumerate()
                     .filter(|(_, &l)| !l.is_nan() && keep(l))
-                    .map(|(i, &l)| TokenLogit { id: i as u32, logit: l }),
+                    .map(|(i, &l)| TokenLogit {
+                        id: i as u32,
+                        logit: l,
+                    }),
             );
             self.is_dense = false;
             self.sorted = false;
@@ -219,7 +235,10 @@ impl<'a> Candidates<'a> {
             }
             best as u32
         } else {
-            self.list.iter().min_by(|a, b| by_logit_desc(a, b)).map_or(0, |c| c.id)
+            self.list
+                .iter()
+                .min_by(|a, b| by_logit_desc(a, b))
+                .map_or(0, |c| c.id)
         }
     }
 
@@ -229,14 +248,20 @@ impl<'a> Candidates<'a> {
         let max = if self.is_dense {
             self.dense.iter().fold(f32::NEG_INFINITY, |m, &l| m.max(l))
         } else {
-            self.list.iter().fold(f32::NEG_INFINITY, |m, c| m.max(c.logit))
+            self.list
+                .iter()
+                .fold(f32::NEG_INFINITY, |m, c| m.max(c.logit))
         };
         if !max.is_finite() {
             return self.argmax();
         }
         weights.clear();
         if self.is_dense {
-            weights.extend(self.dense.iter().map(|&l| if l.is_nan() { 0.0 } else { (l - max).exp() }));
+            weights.extend(
+                self.dense
+                    .iter()
+                    .map(|&l| if l.is_nan() { 0.0 } else { (l - max).exp() }),
+            );
         } else {
             weights.extend(self.list.iter().map(|c| (c.logit - max).exp()));
         }
@@ -317,7 +342,10 @@ mod tests {
             let mut order: Vec<usize> = (0..n).collect();
             order.sort_by(|&a, &b| base[b].total_cmp(&base[a]).then(a.cmp(&b)));
             let max = base[order[0]];
-            let w: Vec<f64> = order.iter().map(|&i| f64::from(base[i] - max).exp()).collect();
+            let w: Vec<f64> = order
+                .iter()
+                .map(|&i| f64::from(base[i] - max).exp())
+                .collect();
             let total: f64 = w.iter().sum();
             let mut cum = 0.0;
             let mut want = Vec::new();
