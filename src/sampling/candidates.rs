@@ -148,7 +148,7 @@ impl<'a> Candidates<'a> {
             .list
             .iter()
             .fold(f32::NEG_INFINITY, |m, c| m.max(c.logit));
-        if max == f32::NEG_INFINITY {
+        if !max.is_finite() {
             return;
         }
         let weight = |c: &TokenLogit| f64::from(c.logit - max).exp();
@@ -205,7 +205,7 @@ impl<'a> Candidates<'a> {
                 .iter()
                 .fold(f32::NEG_INFINITY, |m, c| m.max(c.logit))
         };
-        if max == f32::NEG_INFINITY {
+        if !max.is_finite() {
             return;
         }
         // p_i / p_max = exp(l_i - l_max) >= min_p  <=>  l_i - l_max >= ln(min_p): one logarithm

@@ -286,6 +286,19 @@ mod tests {
     }
 
     #[test]
+    fn tiny_temperature_overflowing_to_infinity_still_picks_the_top_token() {
+        let p = SamplingParams {
+            temperature: 1e-38,
+            top_p: 0.9,
+            min_p: 0.1,
+            ..params()
+        };
+        let mut s = Sampler::new(&p).unwrap();
+        // 4 / 1e-38 overflows to +inf while the others stay finite.
+        assert_eq!(s.sample(&mut [0.1, 4.0, -2.0, 0.2], &[]), 1);
+    }
+
+    #[test]
     fn empty_vocabulary_yields_zero() {
         let mut s = Sampler::new(&SamplingParams {
             temperature: 1.0,
