@@ -77,11 +77,18 @@ impl<'a> Candidates<'a> {
     fn materialize(&mut self) {
         if self.is_dense {
             self.list.clear();
-            self.list
-                .extend(self.dense.iter().enumerate().map(|(i, &l)| TokenLogit {
-                    id: i as u32,
-                    logit: clean(l),
-                }));
+            // Tokens at -inf (banned by a bias, NaN from the model) can never be drawn; leaving
+            // them out keeps them out of every later stage's work.
+            self.list.extend(
+                self.dense
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &l)| clean(l) != f32::NEG_INFINITY)
+                    .map(|(i, &l)| TokenLogit {
+                        id: i as u32,
+                        logit: l,
+                    }),
+            );
             self.is_dense = false;
             self.sorted = false;
         }
@@ -122,6 +129,10 @@ impl<'a> Candidates<'a> {
             return;
         }
         self.materialize();
+        // Materializing drops -inf tokens, so the list may now be no longer than k.
+        if k >= self.list.len() {
+            return;
+        }
         if !self.sorted {
             self.list.select_nth_unstable_by(k - 1, by_logit_desc);
         }
@@ -300,7 +311,8 @@ impl<'a> Candidates<'a> {
         }
     }
 
-    /// The surviving candidates with their current logits (materializing the list if needed).
+    /// The surviving candidates with their current logits (materializing the list if needed);
+    /// tokens at -inf are not candidates.
     pub fn as_list(&mut self) -> &[TokenLogit] {
         self.materialize();
         self.list
