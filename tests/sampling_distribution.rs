@@ -387,16 +387,15 @@ fn large_vocabulary_chains_run() {
         let mut s = Sampler::new(&p).unwrap();
         let hist: Vec<u32> = (0..256).map(|i| i * 997 % 256_000).collect();
         let mut scratch = logits.clone();
-        let start = std::time::Instant::now();
-        let n = 20;
-        for _ in 0..n {
+        // The fastest of 20 calls: the least disturbed by other processes on a shared machine.
+        let mut best = f64::INFINITY;
+        for _ in 0..20 {
             scratch.copy_from_slice(&logits);
+            let start = std::time::Instant::now();
             let t = s.sample(&mut scratch, &hist);
+            best = best.min(start.elapsed().as_secs_f64());
             assert!(t < 256_000);
         }
-        eprintln!(
-            "{p:?}: {:.3} ms/token",
-            start.elapsed().as_secs_f64() * 1e3 / n as f64
-        );
+        eprintln!("{p:?}: {:.3} ms/token (best of 20)", best * 1e3);
     }
 }

@@ -9,7 +9,8 @@
 //! distribution whose mass reaches p, min-p keeps tokens whose probability is at least min-p
 //! times the top one, and each keeps at least one token.
 
-use std::cmp::Ordering;
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
 
 use crate::sampling::rng::Rng;
 
@@ -33,6 +34,28 @@ fn clean(x: f32) -> f32 {
         f32::NEG_INFINITY
     } else {
         x
+    }
+}
+
+/// Top-k on a dense vector uses the heap scan when k is at most this fraction of the vocabulary;
+/// for larger k a selection over the full list is cheaper than heap updates.
+const DENSE_TOP_K_RATIO: usize = 16;
+
+/// f32 ordered by `total_cmp`, for the top-k heap.
+#[derive(Clone, Copy, PartialEq)]
+struct TotalF32(f32);
+
+impl Eq for TotalF32 {}
+
+impl PartialOrd for TotalF32 {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for TotalF32 {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.total_cmp(&other.0)
     }
 }
 
@@ -128,6 +151,10 @@ impl<'a> Candidates<'a> {
         if k == 0 || k >= self.len() {
             return;
         }
+        if self.is_dense && k <= self.dense.len() / DENSE_TOP_K_RATIO {
+            self.top_k_dense(k);
+            return;
+        }
         self.materialize();
         // Materializing drops -inf tokens, so the list may now be no longer than k.
         if k >= self.list.len() {
@@ -147,6 +174,37 @@ impl<'a> Candidates<'a> {
         }
         // A sorted list keeps its order: its ties already follow the k-th contiguously.
         self.list.truncate(keep);
+    }
+
+    /// Top-k straight from the dense vector: one pass with a k-entry min-heap finds the k-th
+    /// largest logit (most tokens fail the single comparison with the heap's minimum), and a
+    /// second pass lists every token at or above it. No 256k-entry list is built or permuted.
+    fn top_k_dense(&mut self, k: usize) {
+        let mut heap: BinaryHeap<Reverse<TotalF32>> = BinaryHeap::with_capacity(k);
+        for &l in self.dense.iter() {
+            let l = clean(l);
+            if heap.len() < k {
+                heap.push(Reverse(TotalF32(l)));
+            } else if let Some(mut min) = heap.peek_mut() {
+                if l.total_cmp(&min.0 .0) == Ordering::Greater {
+                    *min = Reverse(TotalF32(l));
+                }
+            }
+        }
+        let kth = heap.peek().map_or(f32::NEG_INFINITY, |m| m.0 .0);
+        self.list.clear();
+        self.list.extend(
+            self.dense
+                .iter()
+                .enumerate()
+                .filter(|(_, &l)| l >= kth && l != f32::NEG_INFINITY)
+                .map(|(i, &l)| TokenLogit {
+                    id: i as u32,
+                    logit: l,
+                }),
+        );
+        self.is_dense = false;
+        self.sorted = false;
     }
 
     /// Keeps the most likely tokens until their probability mass reaches `p`; 1 keeps everything.
@@ -336,6 +394,33 @@ mod tests {
         let mut c = Candidates::new(&mut logits, &mut scratch);
         c.top_k(2);
         assert_eq!(ids(&mut c), vec![1, 2, 3, 5]);
+    }
+
+    #[test]
+    fn dense_heap_top_k_equals_selection_top_k() {
+        let mut rng = Rng::new(11);
+        for round in 0..200 {
+            let n = 64 + (rng.next_u64() % 2000) as usize;
+            // Coarse values make many ties at the k-th logit; a few -inf and NaN as well.
+            let base: Vec<f32> = (0..n)
+                .map(|_| match rng.next_u64() % 50 {
+                    0 => f32::NEG_INFINITY,
+                    1 => f32::NAN,
+                    _ => (rng.next_f64() * 8.0).round() as f32 - 4.0,
+                })
+                .collect();
+            let k = 1 + (rng.next_u64() % (n as u64 / 16)) as usize;
+            let mut a = base.clone();
+            let mut sa = Vec::new();
+            let mut ca = Candidates::new(&mut a, &mut sa);
+            ca.top_k(k); // dense heap path (k <= n / 16)
+            let mut b = base.clone();
+            let mut sb = Vec::new();
+            let mut cb = Candidates::new(&mut b, &mut sb);
+            cb.materialize();
+            cb.top_k(k); // list selection path
+            assert_eq!(ids(&mut ca), ids(&mut cb), "round {round} n {n} k {k}");
+        }
     }
 
     #[test]
