@@ -93,7 +93,13 @@ fn earliest_completed_stop_wins() {
 fn pieces_after_a_stop_are_swallowed() {
     let mut m = matcher(&["x"]);
     assert_eq!(m.push("ax").stop, Some(0));
-    assert_eq!(m.push("more"), StopOutcome { emit: String::new(), stop: Some(0) });
+    assert_eq!(
+        m.push("more"),
+        StopOutcome {
+            emit: String::new(),
+            stop: Some(0)
+        }
+    );
     assert_eq!(m.stopped(), Some(0));
 }
 
@@ -128,9 +134,15 @@ fn any_split_gives_the_whole_text_result_and_never_shows_a_partial_stop() {
         let len = pick(24);
         let text: String = (0..len).map(|_| alphabet[pick(alphabet.len())]).collect();
         let n_stops = 1 + pick(3);
-        let stops: Vec<&str> = (0..n_stops).map(|_| stop_pool[pick(stop_pool.len())]).collect();
+        let stops: Vec<&str> = (0..n_stops)
+            .map(|_| stop_pool[pick(stop_pool.len())])
+            .collect();
         // Random split at character boundaries.
-        let bounds: Vec<usize> = text.char_indices().map(|(i, _)| i).chain([text.len()]).collect();
+        let bounds: Vec<usize> = text
+            .char_indices()
+            .map(|(i, _)| i)
+            .chain([text.len()])
+            .collect();
         let mut pieces = Vec::new();
         let mut last = 0;
         for &b in &bounds[1..] {
@@ -147,7 +159,10 @@ fn any_split_gives_the_whole_text_result_and_never_shows_a_partial_stop() {
             let o = m.push(p);
             shown.push_str(&o.emit);
             // Streamed text is always a prefix of the final answer: nothing shown is taken back.
-            assert!(want.starts_with(&shown), "text {text:?} stops {stops:?}: showed {shown:?}, answer {want:?}");
+            assert!(
+                want.starts_with(&shown),
+                "text {text:?} stops {stops:?}: showed {shown:?}, answer {want:?}"
+            );
             if o.stop.is_some() {
                 stop = o.stop;
                 break;
@@ -156,6 +171,10 @@ fn any_split_gives_the_whole_text_result_and_never_shows_a_partial_stop() {
         if stop.is_none() {
             shown.push_str(&m.finish());
         }
-        assert_eq!((shown.as_str(), stop.map(|i| stops[i])), (want.as_str(), want_stop.map(|i| stops[i])), "text {text:?} stops {stops:?} pieces {pieces:?}");
+        assert_eq!(
+            (shown.as_str(), stop.map(|i| stops[i])),
+            (want.as_str(), want_stop.map(|i| stops[i])),
+            "text {text:?} stops {stops:?} pieces {pieces:?}"
+        );
     }
 }

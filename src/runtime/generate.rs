@@ -29,6 +29,8 @@ pub(crate) struct GenerateCtx<'a> {
     pub prompt_index: usize,
     /// Context window in tokens.
     pub context: usize,
+    /// Seed used when the request's is 0.
+    pub default_seed: u64,
     /// When the request started (for TTFT).
     pub started: Instant,
     /// Runs compute on the runtime's thread pool.
@@ -61,7 +63,11 @@ pub(crate) fn generate(
             ctx.context
         )));
     }
-    let mut sampler = Sampler::new(&req.sampling)?;
+    let mut sampling = req.sampling.clone();
+    if sampling.seed == 0 {
+        sampling.seed = ctx.default_seed;
+    }
+    let mut sampler = Sampler::new(&sampling)?;
     let mut stops = StopMatcher::new(&req.stop);
     let mut decoder = ctx.vocab.stream_decoder(true);
     let mut logits = prefill(seq, &prompt, ctx)?;
@@ -127,7 +133,7 @@ pub(crate) fn generate(
         }
         if !tail.is_empty() {
             out.text.push_str(&tail);
-            if let Some(cb) = stream.as_deref_mut() {
+            if let Some(cb) = stream {
                 let token = out.token_ids.last().copied().unwrap_or(0);
                 cb(StreamEvent { prompt_index: ctx.prompt_index, token, text: &tail });
             }

@@ -42,7 +42,7 @@ pub struct RuntimeParams {
     pub max_batch: usize,
     /// Backend selection.
     pub backend: BackendKind,
-    /// Default seed for requests that do not set their own.
+    /// Seed of requests whose sampling seed is 0.
     pub seed: u64,
 }
 
@@ -217,6 +217,7 @@ impl Runtime {
                 request,
                 prompt_index: i,
                 context: self.info.context_length,
+                default_seed: self.params.seed,
                 started,
                 run: &run,
             };

@@ -9,7 +9,8 @@
 //! distribution whose mass reaches p, min-p keeps tokens whose probability is at least min-p
 //! times the top one, and each keeps at least one token.
 
-use std::cmp::Ordering;
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
 
 use crate::sampling::rng::Rng;
 
@@ -36,6 +37,28 @@ fn clean(x: f32) -> f32 {
     }
 }
 
+/// Top-k on a dense vector uses the heap scan when k is at most this fraction of the vocabulary;
+/// for larger k a selection over the full list is cheaper than heap updates.
+const DENSE_TOP_K_RATIO: usize = 16;
+
+/// f32 ordered by `total_cmp`, for the top-k heap.
+#[derive(Clone, Copy, PartialEq)]
+struct TotalF32(f32);
+
+impl Eq for TotalF32 {}
+
+impl PartialOrd for TotalF32 {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for TotalF32 {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
 /// Tokens to consider in the first round of the chunked top-p sort; the nucleus of a peaked
 /// distribution usually fits, and each further round takes four times as many.
 const TOP_P_FIRST_CHUNK: usize = 64;
@@ -52,7 +75,12 @@ impl<'a> Candidates<'a> {
     /// Wraps the full logit vector; `list` is scratch space reused between calls.
     pub fn new(dense: &'a mut [f32], list: &'a mut Vec<TokenLogit>) -> Self {
         list.clear();
-        Candidates { dense, list, is_dense: true, sorted: false }
+        Candidates {
+            dense,
+            list,
+            is_dense: true,
+            sorted: false,
+        }
     }
 
     /// Number of tokens still in the running.
@@ -72,8 +100,18 @@ impl<'a> Candidates<'a> {
     fn materialize(&mut self) {
         if self.is_dense {
             self.list.clear();
-            self.list
-                .extend(self.dense.iter().enumerate().map(|(i, &l)| TokenLogit { id: i as u32, logit: clean(l) }));
+            // Tokens at -inf (banned by a bias, NaN from the model) can never be drawn; leaving
+            // them out keeps them out of every later stage's work.
+            self.list.extend(
+                self.dense
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &l)| clean(l) != f32::NEG_INFINITY)
+                    .map(|(i, &l)| TokenLogit {
+                        id: i as u32,
+                        logit: l,
+                    }),
+            );
             self.is_dense = false;
             self.sorted = false;
         }
@@ -113,7 +151,15 @@ impl<'a> Candidates<'a> {
         if k == 0 || k >= self.len() {
             return;
         }
+        if self.is_dense && k <= self.dense.len() / DENSE_TOP_K_RATIO {
+            self.top_k_dense(k);
+            return;
+        }
         self.materialize();
+        // Materializing drops -inf tokens, so the list may now be no longer than k.
+        if k >= self.list.len() {
+            return;
+        }
         if !self.sorted {
             self.list.select_nth_unstable_by(k - 1, by_logit_desc);
         }
@@ -130,19 +176,63 @@ impl<'a> Candidates<'a> {
         self.list.truncate(keep);
     }
 
+    /// Top-k straight from the dense vector: one pass with a k-entry min-heap finds the k-th
+    /// largest logit (most tokens fail the single comparison with the heap's minimum), and a
+    /// second pass lists every token at or above it. No 256k-entry list is built or permuted.
+    fn top_k_dense(&mut self, k: usize) {
+        let mut heap: BinaryHeap<Reverse<TotalF32>> = BinaryHeap::with_capacity(k);
+        for &l in self.dense.iter() {
+            let l = clean(l);
+            if heap.len() < k {
+                heap.push(Reverse(TotalF32(l)));
+            } else if let Some(mut min) = heap.peek_mut() {
+                if l.total_cmp(&min.0 .0) == Ordering::Greater {
+                    *min = Reverse(TotalF32(l));
+                }
+            }
+        }
+        let kth = heap.peek().map_or(f32::NEG_INFINITY, |m| m.0 .0);
+        self.list.clear();
+        self.list.extend(
+            self.dense
+                .iter()
+                .enumerate()
+                .filter(|(_, &l)| l >= kth && l != f32::NEG_INFINITY)
+                .map(|(i, &l)| TokenLogit {
+                    id: i as u32,
+                    logit: l,
+                }),
+        );
+        self.is_dense = false;
+        self.sorted = false;
+    }
+
     /// Keeps the most likely tokens until their probability mass reaches `p`; 1 keeps everything.
     pub fn top_p(&mut self, p: f32) {
         if p >= 1.0 || self.len() <= 1 {
             return;
         }
         self.materialize();
-        let max = self.list.iter().fold(f32::NEG_INFINITY, |m, c| m.max(c.logit));
-        if max == f32::NEG_INFINITY {
+        let max = self
+            .list
+            .iter()
+            .fold(f32::NEG_INFINITY, |m, c| m.max(c.logit));
+        if !max.is_finite() {
             return;
         }
         let weight = |c: &TokenLogit| f64::from(c.logit - max).exp();
         let total: f64 = self.list.iter().map(weight).sum();
         let target = f64::from(p) * total;
+        // Tokens lighter than (1 - p) / n of the mass can never be in the nucleus: together they
+        // weigh less than 1 - p, and they are the lightest, so the tail they form is cut
+        // whatever else is. Dropping them first (one linear pass) leaves little to sort for the
+        // peaked distributions models produce. The 1e-6 slack keeps rounding from dropping a
+        // token that sits exactly on the bound.
+        let n_all = self.list.len() as f64;
+        let light = ((1.0 - f64::from(p)) * total / n_all * (1.0 - 1e-6)).ln();
+        if light.is_finite() {
+            self.list.retain(|c| f64::from(c.logit - max) >= light);
+        }
         // Sort only as much of the list as the nucleus needs: select the next chunk of largest
         // logits, sort that chunk, accumulate, and stop once the mass reaches the target.
         let mut cum = 0.0;
@@ -180,9 +270,11 @@ impl<'a> Candidates<'a> {
         let max = if self.is_dense {
             self.dense.iter().fold(f32::NEG_INFINITY, |m, &l| m.max(l))
         } else {
-            self.list.iter().fold(f32::NEG_INFINITY, |m, c| m.max(c.logit))
+            self.list
+                .iter()
+                .fold(f32::NEG_INFINITY, |m, c| m.max(c.logit))
         };
-        if max == f32::NEG_INFINITY {
+        if !max.is_finite() {
             return;
         }
         // p_i / p_max = exp(l_i - l_max) >= min_p  <=>  l_i - l_max >= ln(min_p): one logarithm
@@ -197,7 +289,10 @@ impl<'a> Candidates<'a> {
                     .iter()
                     .enumerate()
                     .filter(|(_, &l)| !l.is_nan() && keep(l))
-                    .map(|(i, &l)| TokenLogit { id: i as u32, logit: l }),
+                    .map(|(i, &l)| TokenLogit {
+                        id: i as u32,
+                        logit: l,
+                    }),
             );
             self.is_dense = false;
             self.sorted = false;
@@ -219,7 +314,10 @@ impl<'a> Candidates<'a> {
             }
             best as u32
         } else {
-            self.list.iter().min_by(|a, b| by_logit_desc(a, b)).map_or(0, |c| c.id)
+            self.list
+                .iter()
+                .min_by(|a, b| by_logit_desc(a, b))
+                .map_or(0, |c| c.id)
         }
     }
 
@@ -229,14 +327,20 @@ impl<'a> Candidates<'a> {
         let max = if self.is_dense {
             self.dense.iter().fold(f32::NEG_INFINITY, |m, &l| m.max(l))
         } else {
-            self.list.iter().fold(f32::NEG_INFINITY, |m, c| m.max(c.logit))
+            self.list
+                .iter()
+                .fold(f32::NEG_INFINITY, |m, c| m.max(c.logit))
         };
         if !max.is_finite() {
             return self.argmax();
         }
         weights.clear();
         if self.is_dense {
-            weights.extend(self.dense.iter().map(|&l| if l.is_nan() { 0.0 } else { (l - max).exp() }));
+            weights.extend(
+                self.dense
+                    .iter()
+                    .map(|&l| if l.is_nan() { 0.0 } else { (l - max).exp() }),
+            );
         } else {
             weights.extend(self.list.iter().map(|c| (c.logit - max).exp()));
         }
@@ -265,7 +369,8 @@ impl<'a> Candidates<'a> {
         }
     }
 
-    /// The surviving candidates with their current logits (materializing the list if needed).
+    /// The surviving candidates with their current logits (materializing the list if needed);
+    /// tokens at -inf are not candidates.
     pub fn as_list(&mut self) -> &[TokenLogit] {
         self.materialize();
         self.list
@@ -289,6 +394,33 @@ mod tests {
         let mut c = Candidates::new(&mut logits, &mut scratch);
         c.top_k(2);
         assert_eq!(ids(&mut c), vec![1, 2, 3, 5]);
+    }
+
+    #[test]
+    fn dense_heap_top_k_equals_selection_top_k() {
+        let mut rng = Rng::new(11);
+        for round in 0..200 {
+            let n = 64 + (rng.next_u64() % 2000) as usize;
+            // Coarse values make many ties at the k-th logit; a few -inf and NaN as well.
+            let base: Vec<f32> = (0..n)
+                .map(|_| match rng.next_u64() % 50 {
+                    0 => f32::NEG_INFINITY,
+                    1 => f32::NAN,
+                    _ => (rng.next_f64() * 8.0).round() as f32 - 4.0,
+                })
+                .collect();
+            let k = 1 + (rng.next_u64() % (n as u64 / 16)) as usize;
+            let mut a = base.clone();
+            let mut sa = Vec::new();
+            let mut ca = Candidates::new(&mut a, &mut sa);
+            ca.top_k(k); // dense heap path (k <= n / 16)
+            let mut b = base.clone();
+            let mut sb = Vec::new();
+            let mut cb = Candidates::new(&mut b, &mut sb);
+            cb.materialize();
+            cb.top_k(k); // list selection path
+            assert_eq!(ids(&mut ca), ids(&mut cb), "round {round} n {n} k {k}");
+        }
     }
 
     #[test]
@@ -317,7 +449,10 @@ mod tests {
             let mut order: Vec<usize> = (0..n).collect();
             order.sort_by(|&a, &b| base[b].total_cmp(&base[a]).then(a.cmp(&b)));
             let max = base[order[0]];
-            let w: Vec<f64> = order.iter().map(|&i| f64::from(base[i] - max).exp()).collect();
+            let w: Vec<f64> = order
+                .iter()
+                .map(|&i| f64::from(base[i] - max).exp())
+                .collect();
             let total: f64 = w.iter().sum();
             let mut cum = 0.0;
             let mut want = Vec::new();

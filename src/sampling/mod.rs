@@ -40,7 +40,12 @@ pub enum Stage {
 
 impl Stage {
     fn validate(&self) -> Result<()> {
-        let bad = |what: &str, v: f32| Err(Error::InvalidArgument(format!("{what} must be {}, got {v}", range_of(what))));
+        let bad = |what: &str, v: f32| {
+            Err(Error::InvalidArgument(format!(
+                "{what} must be {}, got {v}",
+                range_of(what)
+            )))
+        };
         match *self {
             Stage::LogitBias | Stage::TopK(_) => Ok(()),
             Stage::Penalties(p) => {
@@ -99,7 +104,9 @@ impl Sampler {
     pub fn new(params: &SamplingParams) -> Result<Sampler> {
         let t = params.temperature;
         if !(t.is_finite() && t >= 0.0) {
-            return Err(Error::InvalidArgument(format!("temperature must be finite and >= 0, got {t}")));
+            return Err(Error::InvalidArgument(format!(
+                "temperature must be finite and >= 0, got {t}"
+            )));
         }
         let penalties = Penalties {
             repetition: params.repetition_penalty,
@@ -108,7 +115,11 @@ impl Sampler {
         };
         // Validate every parameter even where the greedy chain will not use it, so a bad request
         // fails the same way whatever its temperature.
-        for s in [Stage::Penalties(penalties), Stage::TopP(params.top_p), Stage::MinP(params.min_p)] {
+        for s in [
+            Stage::Penalties(penalties),
+            Stage::TopP(params.top_p),
+            Stage::MinP(params.min_p),
+        ] {
             s.validate()?;
         }
         let mut stages = vec![Stage::LogitBias];
@@ -164,7 +175,9 @@ impl Sampler {
     /// `-inf` bans a token; NaN and `+inf` are refused. Ids past the vocabulary are ignored.
     pub fn set_logit_bias(&mut self, bias: Vec<(u32, f32)>) -> Result<()> {
         if let Some((id, b)) = bias.iter().find(|(_, b)| b.is_nan() || *b == f32::INFINITY) {
-            return Err(Error::InvalidArgument(format!("logit bias of token {id} must be finite or -inf, got {b}")));
+            return Err(Error::InvalidArgument(format!(
+                "logit bias of token {id} must be finite or -inf, got {b}"
+            )));
         }
         let mut bias = bias;
         bias.sort_by_key(|e| e.0);
@@ -208,7 +221,9 @@ impl Sampler {
         for stage in &self.stages {
             match *stage {
                 Stage::LogitBias => cands.update(&self.bias, |l, b| l + b),
-                Stage::Penalties(p) => p.apply(cands, history, &mut self.counts, &mut self.sorted_history),
+                Stage::Penalties(p) => {
+                    p.apply(cands, history, &mut self.counts, &mut self.sorted_history)
+                }
                 Stage::Temperature(t) => cands.divide(t),
                 Stage::TopK(k) => cands.top_k(k as usize),
                 Stage::TopP(p) => cands.top_p(p),
@@ -263,15 +278,34 @@ mod tests {
     #[test]
     fn bias_can_ban_and_force() {
         let mut s = Sampler::new(&params()).unwrap();
-        s.set_logit_bias(vec![(0, f32::NEG_INFINITY), (2, 5.0), (2, 1.0), (99, 3.0)]).unwrap();
+        s.set_logit_bias(vec![(0, f32::NEG_INFINITY), (2, 5.0), (2, 1.0), (99, 3.0)])
+            .unwrap();
         assert_eq!(s.sample(&mut [10.0, 1.0, 0.0], &[]), 2);
         assert!(s.set_logit_bias(vec![(1, f32::NAN)]).is_err());
         assert!(s.set_logit_bias(vec![(1, f32::INFINITY)]).is_err());
     }
 
     #[test]
+    fn tiny_temperature_overflowing_to_infinity_still_picks_the_top_token() {
+        let p = SamplingParams {
+            temperature: 1e-38,
+            top_p: 0.9,
+            min_p: 0.1,
+            ..params()
+        };
+        let mut s = Sampler::new(&p).unwrap();
+        // 4 / 1e-38 overflows to +inf while the others stay finite.
+        assert_eq!(s.sample(&mut [0.1, 4.0, -2.0, 0.2], &[]), 1);
+    }
+
+    #[test]
     fn empty_vocabulary_yields_zero() {
-        let mut s = Sampler::new(&SamplingParams { temperature: 1.0, top_p: 0.5, ..params() }).unwrap();
+        let mut s = Sampler::new(&SamplingParams {
+            temperature: 1.0,
+            top_p: 0.5,
+            ..params()
+        })
+        .unwrap();
         assert_eq!(s.sample(&mut [], &[3]), 0);
     }
 }

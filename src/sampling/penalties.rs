@@ -27,13 +27,23 @@ impl Penalties {
 
     /// The penalized value of a logit whose token occurred `count` (> 0) times.
     pub fn penalize(&self, logit: f32, count: u32) -> f32 {
-        let l = if logit < 0.0 { logit * self.repetition } else { logit / self.repetition };
+        let l = if logit < 0.0 {
+            logit * self.repetition
+        } else {
+            logit / self.repetition
+        };
         // Grouped as llama.cpp groups it, so results agree bit for bit.
         l - (count as f32 * self.frequency + self.presence)
     }
 
     /// Penalizes every candidate that occurs in `history`. `counts` and `sorted` are scratch.
-    pub fn apply(&self, cands: &mut Candidates, history: &[u32], counts: &mut Vec<(u32, u32)>, sorted: &mut Vec<u32>) {
+    pub fn apply(
+        &self,
+        cands: &mut Candidates,
+        history: &[u32],
+        counts: &mut Vec<(u32, u32)>,
+        sorted: &mut Vec<u32>,
+    ) {
         if self.is_neutral() || history.is_empty() {
             return;
         }
@@ -69,10 +79,18 @@ mod tests {
 
     #[test]
     fn repetition_divides_positive_and_multiplies_negative() {
-        let p = Penalties { repetition: 2.0, presence: 0.0, frequency: 0.0 };
+        let p = Penalties {
+            repetition: 2.0,
+            presence: 0.0,
+            frequency: 0.0,
+        };
         assert_eq!(p.penalize(3.0, 4), 1.5);
         assert_eq!(p.penalize(-3.0, 1), -6.0);
-        let q = Penalties { repetition: 1.0, presence: 0.5, frequency: 0.25 };
+        let q = Penalties {
+            repetition: 1.0,
+            presence: 0.5,
+            frequency: 0.25,
+        };
         assert_eq!(q.penalize(1.0, 3), 1.0 - (0.75 + 0.5));
     }
 }

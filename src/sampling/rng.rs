@@ -22,7 +22,14 @@ impl Rng {
     pub fn new(seed: u64) -> Rng {
         let mut x = seed;
         // splitmix64 never yields four zero words in a row, so the state is never all zero.
-        Rng { s: [splitmix64(&mut x), splitmix64(&mut x), splitmix64(&mut x), splitmix64(&mut x)] }
+        Rng {
+            s: [
+                splitmix64(&mut x),
+                splitmix64(&mut x),
+                splitmix64(&mut x),
+                splitmix64(&mut x),
+            ],
+        }
     }
 
     /// The next 64 random bits.

@@ -32,21 +32,32 @@ impl StopMatcher {
     pub fn new(stops: &[String]) -> StopMatcher {
         let stops: Vec<String> = stops.to_vec();
         let longest = stops.iter().map(String::len).max().unwrap_or(0);
-        StopMatcher { stops, held: String::new(), stopped: None, longest }
+        StopMatcher {
+            stops,
+            held: String::new(),
+            stopped: None,
+            longest,
+        }
     }
 
     /// Feeds the next piece of generated text. After a stop has completed, further pieces are
     /// swallowed and the same stop index is reported again.
     pub fn push(&mut self, piece: &str) -> StopOutcome {
         if let Some(i) = self.stopped {
-            return StopOutcome { emit: String::new(), stop: Some(i) };
+            return StopOutcome {
+                emit: String::new(),
+                stop: Some(i),
+            };
         }
         self.held.push_str(piece);
         if let Some((start, idx)) = self.first_complete() {
             self.stopped = Some(idx);
             let emit = self.held[..start].to_string();
             self.held.clear();
-            return StopOutcome { emit, stop: Some(idx) };
+            return StopOutcome {
+                emit,
+                stop: Some(idx),
+            };
         }
         let keep_from = self.partial_start();
         let emit = self.held[..keep_from].to_string();
@@ -89,14 +100,19 @@ impl StopMatcher {
     /// Where the longest suffix of `held` that is a proper prefix of some stop string begins
     /// (`held.len()` when there is none). Only character boundaries can start a match.
     fn partial_start(&self) -> usize {
-        let from = self.held.len().saturating_sub(self.longest.saturating_sub(1));
+        let from = self
+            .held
+            .len()
+            .saturating_sub(self.longest.saturating_sub(1));
         self.held
             .char_indices()
             .map(|(i, _)| i)
             .filter(|&i| i >= from)
             .find(|&i| {
                 let tail = &self.held[i..];
-                self.stops.iter().any(|s| s.len() > tail.len() && s.starts_with(tail))
+                self.stops
+                    .iter()
+                    .any(|s| s.len() > tail.len() && s.starts_with(tail))
             })
             .unwrap_or(self.held.len())
     }
@@ -113,7 +129,13 @@ mod tests {
     #[test]
     fn no_stops_passes_text_through() {
         let mut s = m(&[]);
-        assert_eq!(s.push("abc"), StopOutcome { emit: "abc".into(), stop: None });
+        assert_eq!(
+            s.push("abc"),
+            StopOutcome {
+                emit: "abc".into(),
+                stop: None
+            }
+        );
         assert_eq!(s.finish(), "");
     }
 
