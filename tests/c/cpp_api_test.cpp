@@ -104,6 +104,23 @@ void test_with_model(const std::string& model, const std::vector<int32_t>& promp
         }
     }
 
+    // One runtime serves several threads at once; each gets the same greedy answer.
+    {
+        std::vector<std::vector<int32_t>> got(3);
+        std::vector<std::thread> workers;
+        for (size_t t = 0; t < got.size(); t++) {
+            workers.emplace_back([&, t] {
+                edgellm::Request req;
+                if (!req.add_tokens(prompt) || !req.set_max_generate_length(greedy.size()) || !req.set_ignore_eos(true))
+                    return;
+                auto resp = rt.handle(req);
+                if (resp) got[t] = resp.value().token_ids(0);
+            });
+        }
+        for (std::thread& w : workers) w.join();
+        for (const auto& ids : got) CHECK(ids == greedy);
+    }
+
     // Cancel from another thread: the worker streams until the main thread cancels.
     {
         size_t ctx = rt.context_length();
