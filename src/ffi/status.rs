@@ -184,7 +184,8 @@ pub(crate) fn boundary(function: &str, body: impl FnOnce() -> Result<(), Failure
         }
         Err(failure) => {
             let message = format!("{function}: {}", failure.message);
-            crate::edgellm_log!(Debug, "{message}");
+            // The log sink is user code behind a Rust closure; keep even its failure inside.
+            let _ = catch_unwind(AssertUnwindSafe(|| crate::edgellm_log!(Debug, "{message}")));
             set_last_error(&message);
             failure.status
         }
