@@ -83,6 +83,7 @@ fn truncated_gguf_is_a_format_error_naming_the_file() {
 fn gguf_missing_a_tensor_is_rejected_naming_it() {
     let dir = scratch("missing_tensor");
     let mut bytes = tiny_gguf();
+    assert_loads(&write(&dir, "intact.gguf", &bytes));
     let at = find_once(&bytes, b"blk.1.ffn_up.weight");
     // Same length, so every offset stays valid: the file is well-formed but lacks ffn_up of layer 1.
     bytes[at..at + 19].copy_from_slice(b"blk.1.ffn_zz.weight");
@@ -94,6 +95,7 @@ fn gguf_missing_a_tensor_is_rejected_naming_it() {
 fn gguf_with_a_wrong_tensor_shape_is_rejected_naming_it() {
     let dir = scratch("wrong_shape");
     let mut bytes = tiny_gguf();
+    assert_loads(&write(&dir, "intact.gguf", &bytes));
     // Tensor info: u64 name length, name, u32 n_dims, u64 dims[n_dims], u32 type, u64 offset.
     let name = b"blk.0.attn_k.weight";
     let at = find_once(&bytes, name) + name.len();
