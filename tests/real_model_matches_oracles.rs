@@ -102,7 +102,7 @@ fn check_logits(key: &str) {
         let (da, at_a) = max_diff(ours, &u32s(&p["a_top_ids"]), &f32s(&p["a_top_logits"]));
         let tb = num(&p["a_vs_b_last_max_abs_diff_top"]) + ta;
         let (db, at_b) = max_diff(ours, &u32s(&p["b_top_ids"]), &f32s(&p["b_top_logits"]));
-        eprintln!("{key}/{name}: vs A {da:.4} (tol {ta:.4}) at {at_a}; vs B {db:.4} (tol {tb:.4}) at {at_b}");
+        eprintln!("{key}/{name}: vs A {da:.2e} (tol {ta:.2e}) at {at_a}; vs B {db:.4} (tol {tb:.4}) at {at_b}");
         assert!(da <= ta, "{key}/{name}: top-64 logits differ from transformers by {da} at token {at_a} (tol {ta})");
         assert!(db <= tb, "{key}/{name}: top-64 logits differ from llama.cpp by {db} at token {at_b} (tol {tb})");
         if num(&p["a_greedy_margins"][0]) > ta * 2.0 {
