@@ -6,6 +6,7 @@
 //! See `docs/ARCHITECTURE.md`.
 
 pub mod error;
+pub mod eval;
 pub mod ffi;
 pub mod loader;
 pub mod quant;
