@@ -30,7 +30,11 @@ pub struct PerplexityParams {
 
 impl Default for PerplexityParams {
     fn default() -> Self {
-        PerplexityParams { n_ctx: 512, stride: None, max_chunks: None }
+        PerplexityParams {
+            n_ctx: 512,
+            stride: None,
+            max_chunks: None,
+        }
     }
 }
 
@@ -91,10 +95,16 @@ where
 
 /// Cuts `n_tokens` tokens into evaluation windows by llama.cpp's rules; `add_bos` says whether the
 /// vocabulary adds BOS (and so whether windows start with it).
-pub fn plan_chunks(n_tokens: usize, add_bos: bool, params: &PerplexityParams) -> Result<Vec<ChunkPlan>> {
+pub fn plan_chunks(
+    n_tokens: usize,
+    add_bos: bool,
+    params: &PerplexityParams,
+) -> Result<Vec<ChunkPlan>> {
     let n_ctx = params.n_ctx;
     if n_ctx < 4 {
-        return Err(Error::InvalidArgument(format!("perplexity context must be at least 4 tokens, got {n_ctx}")));
+        return Err(Error::InvalidArgument(format!(
+            "perplexity context must be at least 4 tokens, got {n_ctx}"
+        )));
     }
     // llama.cpp refuses texts shorter than two windows in both modes.
     if n_tokens < 2 * n_ctx {
@@ -109,7 +119,12 @@ pub fn plan_chunks(n_tokens: usize, add_bos: bool, params: &PerplexityParams) ->
             let first = n_ctx / 2;
             (0..n_tokens / n_ctx)
                 .take(limit)
-                .map(|i| ChunkPlan { start: i * n_ctx, len: n_ctx, first_scored: first, bos_at_start: add_bos })
+                .map(|i| ChunkPlan {
+                    start: i * n_ctx,
+                    len: n_ctx,
+                    first_scored: first,
+                    bos_at_start: add_bos,
+                })
                 .collect()
         }
         Some(stride) => {
@@ -121,7 +136,12 @@ pub fn plan_chunks(n_tokens: usize, add_bos: bool, params: &PerplexityParams) ->
             let n_chunks = (n_tokens - n_ctx).div_ceil(stride);
             (0..n_chunks)
                 .take(limit)
-                .map(|i| ChunkPlan { start: i * stride, len: n_ctx, first_scored: n_ctx - stride - 1, bos_at_start: false })
+                .map(|i| ChunkPlan {
+                    start: i * stride,
+                    len: n_ctx,
+                    first_scored: n_ctx - stride - 1,
+                    bos_at_start: false,
+                })
                 .collect()
         }
     };
@@ -133,11 +153,16 @@ pub fn plan_chunks(n_tokens: usize, add_bos: bool, params: &PerplexityParams) ->
 pub fn token_nll(logits: &[f32], target: u32) -> Result<f64> {
     let t = target as usize;
     let Some(&logit) = logits.get(t) else {
-        return Err(Error::InvalidArgument(format!("token {target} is outside the {} logits", logits.len())));
+        return Err(Error::InvalidArgument(format!(
+            "token {target} is outside the {} logits",
+            logits.len()
+        )));
     };
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     if !max.is_finite() {
-        return Err(Error::Internal(format!("logits are not finite (max {max})")));
+        return Err(Error::Internal(format!(
+            "logits are not finite (max {max})"
+        )));
     }
     let sum_exp: f64 = logits.iter().map(|&l| f64::from((l - max).exp())).sum();
     Ok(f64::from(max) - f64::from(logit) + sum_exp.ln())
@@ -187,7 +212,11 @@ pub fn perplexity(
     let mean = nll_sum / count as f64;
     let ppl = mean.exp();
     let var = nll2_sum / count as f64 - mean * mean;
-    let ppl_error = if var > 0.0 && count > 1 { (var / (count - 1) as f64).sqrt() * ppl } else { 0.0 };
+    let ppl_error = if var > 0.0 && count > 1 {
+        (var / (count - 1) as f64).sqrt() * ppl
+    } else {
+        0.0
+    };
     Ok(PerplexityResult {
         ppl,
         ppl_error,
@@ -216,10 +245,17 @@ mod tests {
     #[test]
     fn nll_matches_closed_form_softmax() {
         // softmax([ln 1, ln 2, ln 3, ln 4]) = [0.1, 0.2, 0.3, 0.4]
-        let logits: Vec<f32> = [1.0f64, 2.0, 3.0, 4.0].iter().map(|p| p.ln() as f32).collect();
+        let logits: Vec<f32> = [1.0f64, 2.0, 3.0, 4.0]
+            .iter()
+            .map(|p| p.ln() as f32)
+            .collect();
         for (t, p) in [0.1f64, 0.2, 0.3, 0.4].iter().enumerate() {
             let v = token_nll(&logits, t as u32).unwrap();
-            assert!((v + p.ln()).abs() < NLL_TOL, "token {t}: {v} vs {}", -p.ln());
+            assert!(
+                (v + p.ln()).abs() < NLL_TOL,
+                "token {t}: {v} vs {}",
+                -p.ln()
+            );
         }
     }
 
@@ -230,27 +266,70 @@ mod tests {
 
     #[test]
     fn non_overlapping_plan_follows_llama_cpp() {
-        let p = PerplexityParams { n_ctx: 8, stride: None, max_chunks: None };
+        let p = PerplexityParams {
+            n_ctx: 8,
+            stride: None,
+            max_chunks: None,
+        };
         let plans = plan_chunks(30, true, &p).unwrap();
         // 30 / 8 = 3 whole windows, the tail of 6 tokens is dropped.
         assert_eq!(plans.len(), 3);
-        assert_eq!(plans[2], ChunkPlan { start: 16, len: 8, first_scored: 4, bos_at_start: true });
+        assert_eq!(
+            plans[2],
+            ChunkPlan {
+                start: 16,
+                len: 8,
+                first_scored: 4,
+                bos_at_start: true
+            }
+        );
         assert_eq!(plans[0].n_scored(), 3);
-        assert!(plan_chunks(15, true, &p).is_err(), "fewer than 2*n_ctx tokens must be refused");
-        let limited = plan_chunks(30, false, &PerplexityParams { max_chunks: Some(2), ..p }).unwrap();
+        assert!(
+            plan_chunks(15, true, &p).is_err(),
+            "fewer than 2*n_ctx tokens must be refused"
+        );
+        let limited = plan_chunks(
+            30,
+            false,
+            &PerplexityParams {
+                max_chunks: Some(2),
+                ..p
+            },
+        )
+        .unwrap();
         assert_eq!(limited.len(), 2);
         assert!(!limited[0].bos_at_start);
     }
 
     #[test]
     fn strided_plan_follows_llama_cpp() {
-        let p = PerplexityParams { n_ctx: 8, stride: Some(3), max_chunks: None };
+        let p = PerplexityParams {
+            n_ctx: 8,
+            stride: Some(3),
+            max_chunks: None,
+        };
         let plans = plan_chunks(20, true, &p).unwrap();
         // ceil((20 - 8) / 3) = 4 windows starting at 0, 3, 6, 9; each scores its last 3 predictions.
         assert_eq!(plans.len(), 4);
-        assert_eq!(plans[3], ChunkPlan { start: 9, len: 8, first_scored: 4, bos_at_start: false });
+        assert_eq!(
+            plans[3],
+            ChunkPlan {
+                start: 9,
+                len: 8,
+                first_scored: 4,
+                bos_at_start: false
+            }
+        );
         assert_eq!(plans[3].n_scored(), 3);
-        assert!(plan_chunks(20, true, &PerplexityParams { stride: Some(8), ..p }).is_err());
+        assert!(plan_chunks(
+            20,
+            true,
+            &PerplexityParams {
+                stride: Some(8),
+                ..p
+            }
+        )
+        .is_err());
     }
 
     /// A fake model whose next-token distribution is fixed: softmax(ln w) = w / sum(w), so the
@@ -265,7 +344,11 @@ mod tests {
             seen.push(w.to_vec());
             Ok(vec![row.clone(); w.len()])
         };
-        let params = PerplexityParams { n_ctx: 6, stride: None, max_chunks: None };
+        let params = PerplexityParams {
+            n_ctx: 6,
+            stride: None,
+            max_chunks: None,
+        };
         let r = perplexity(&tokens, Some(9), &params, &mut source, &mut |_, _, _| {}).unwrap();
         // Windows 0..6, 6..12, 12..18; positions 3 and 4 scored, predicting window tokens 4 and 5.
         let mut expect = Vec::new();
@@ -291,8 +374,12 @@ mod tests {
     #[test]
     fn perplexity_rejects_short_logits() {
         let tokens = vec![0u32; 16];
-        let mut source = |w: &[u32]| -> Result<Vec<Vec<f32>>> { Ok(vec![vec![0.0; 2]; w.len() - 1]) };
-        let params = PerplexityParams { n_ctx: 8, ..Default::default() };
+        let mut source =
+            |w: &[u32]| -> Result<Vec<Vec<f32>>> { Ok(vec![vec![0.0; 2]; w.len() - 1]) };
+        let params = PerplexityParams {
+            n_ctx: 8,
+            ..Default::default()
+        };
         assert!(perplexity(&tokens, None, &params, &mut source, &mut |_, _, _| {}).is_err());
     }
 }
