@@ -43,7 +43,8 @@ const USAGE: &str = "\
 usage: edgellm <command> [options]
 
 commands:
-  generate    --model PATH (--prompt TEXT | --prompt-file FILE | --messages-json FILE)
+  generate    --model PATH (--prompt TEXT | --prompt-file FILE | --messages-json FILE
+                          | --prompt-ids 1,2,3)
               [--system TEXT] [--raw] [--template STYLE] [--max-tokens N] [--temperature T]
               [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R] [--presence-penalty P]
               [--frequency-penalty P] [--seed S] [--stop STR]... [--ignore-eos]

@@ -16,6 +16,7 @@ const SPEC: Spec = Spec {
     options: &[
         "prompt",
         "prompt-file",
+        "prompt-ids",
         "messages-json",
         "system",
         "template",
@@ -89,16 +90,27 @@ pub fn run(argv: &[String]) -> CliResult {
 fn build_request(p: &args::Parsed) -> Result<GenerationRequest, CliError> {
     let raw = p.flag("raw");
     let system = p.opt("system");
-    let sources = ["prompt", "prompt-file", "messages-json"]
+    let sources = ["prompt", "prompt-file", "prompt-ids", "messages-json"]
         .iter()
         .filter(|n| p.opt(n).is_some())
         .count();
     if sources != 1 {
         return Err(CliError::Usage(
-            "give exactly one of --prompt, --prompt-file, --messages-json".into(),
+            "give exactly one of --prompt, --prompt-file, --prompt-ids, --messages-json".into(),
         ));
     }
-    let prompt = if let Some(file) = p.opt("messages-json") {
+    let prompt = if let Some(ids) = p.opt("prompt-ids") {
+        if system.is_some() {
+            return Err(CliError::Usage(
+                "--system cannot be used with --prompt-ids".into(),
+            ));
+        }
+        let ids = args::parse_ids(&[ids])?;
+        if ids.is_empty() {
+            return Err(CliError::Usage("--prompt-ids is empty".into()));
+        }
+        PromptInput::TokenIds(ids)
+    } else if let Some(file) = p.opt("messages-json") {
         if raw {
             return Err(CliError::Usage(
                 "--raw cannot be used with --messages-json".into(),
@@ -162,7 +174,8 @@ fn build_request(p: &args::Parsed) -> Result<GenerationRequest, CliError> {
     check_sampling(&sampling)?;
     Ok(GenerationRequest {
         prompts: vec![prompt],
-        apply_chat_template: !raw,
+        // Token ids are used verbatim; only chat messages go through the template.
+        apply_chat_template: !raw && p.opt("prompt-ids").is_none(),
         template_style: p.opt("template").map(str::to_string),
         sampling,
         max_generate_length: p.parsed_or(
@@ -299,6 +312,13 @@ mod tests {
     }
 
     #[test]
+    fn prompt_ids_are_used_verbatim() {
+        let r = build_request(&parsed(&["--prompt-ids", "1, 2,3"])).unwrap();
+        assert_eq!(r.prompts[0], PromptInput::TokenIds(vec![1, 2, 3]));
+        assert!(!r.apply_chat_template);
+    }
+
+    #[test]
     fn bad_combinations_are_usage_errors() {
         for words in [
             &["--raw"][..],
@@ -307,6 +327,8 @@ mod tests {
             &["--prompt", "a", "--top-p", "0"],
             &["--prompt", "a", "--temperature", "-1"],
             &["--prompt", "a", "--max-tokens", "many"],
+            &["--prompt-ids", "1,x"],
+            &["--prompt-ids", "1", "--system", "s"],
         ] {
             assert!(
                 matches!(build_request(&parsed(words)), Err(CliError::Usage(_))),
