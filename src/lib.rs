@@ -5,13 +5,16 @@
 //! `sampling` picks tokens; `runtime` ties them together per request; `ffi` is the C boundary.
 //! See `docs/ARCHITECTURE.md`.
 
+pub mod backend;
 pub mod error;
 pub mod eval;
 pub mod ffi;
 pub mod loader;
+pub mod model;
 pub mod quant;
 pub mod runtime;
 pub mod tensor;
+pub mod vocab;
 
 pub use error::{Error, Result};
 pub use runtime::{GenerationOutput, GenerationRequest, Runtime, RuntimeParams};

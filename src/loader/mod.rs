@@ -3,3 +3,4 @@
 
 pub mod gguf;
 pub mod metadata;
+pub mod safetensors;

@@ -1,0 +1,94 @@
+//! How token strings spell raw bytes: GPT-2's byte-to-printable-character table and
+//! SentencePiece's `▁` / `<0xNN>` conventions.
+
+use std::collections::HashMap;
+
+/// GPT-2's table: byte `b` is written as `byte_to_unicode()[b]`. Printable Latin-1 bytes stand
+/// for themselves; the other 68 bytes are shifted to U+0100.. so that no token contains
+/// whitespace or control characters.
+pub(crate) fn byte_to_unicode() -> [char; 256] {
+    let printable = |b: u32| (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
+    let mut table = ['\0'; 256];
+    let mut shifted = 0u32;
+    for b in 0..256u32 {
+        let c = if printable(b) {
+            b
+        } else {
+            shifted += 1;
+            255 + shifted
+        };
+        // Every value is below U+0200, so the conversion cannot fail.
+        table[b as usize] = char::from_u32(c).unwrap_or('\u{fffd}');
+    }
+    table
+}
+
+/// Inverse of [`byte_to_unicode`].
+pub(crate) fn unicode_to_byte() -> HashMap<char, u8> {
+    byte_to_unicode().iter().enumerate().map(|(b, &c)| (c, b as u8)).collect()
+}
+
+/// Appends the bytes a byte-level token string stands for; characters outside the table (a
+/// mislabelled token) contribute their own UTF-8.
+pub(crate) fn byte_level_bytes(token: &str, table: &HashMap<char, u8>, out: &mut Vec<u8>) {
+    for c in token.chars() {
+        match table.get(&c) {
+            Some(&b) => out.push(b),
+            None => {
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+        }
+    }
+}
+
+/// Parses a SentencePiece byte token `<0xNN>`.
+pub(crate) fn parse_byte_token(token: &str) -> Option<u8> {
+    let hex = token.strip_prefix("<0x")?.strip_suffix('>')?;
+    if hex.len() != 2 {
+        return None;
+    }
+    u8::from_str_radix(hex, 16).ok()
+}
+
+/// Appends the bytes a SentencePiece token string stands for (`▁` is a space).
+pub(crate) fn sentencepiece_bytes(token: &str, out: &mut Vec<u8>) {
+    if let Some(b) = parse_byte_token(token) {
+        out.push(b);
+        return;
+    }
+    for c in token.chars() {
+        if c == '\u{2581}' {
+            out.push(b' ');
+        } else {
+            let mut buf = [0u8; 4];
+            out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_table_is_a_bijection_with_gpt2_anchor_points() {
+        let t = byte_to_unicode();
+        // Anchor points of GPT-2's table: space is 'Ġ' (U+0120), newline 'Ċ' (U+010A), 'a' is 'a'.
+        assert_eq!(t[b' ' as usize], 'Ġ');
+        assert_eq!(t[b'\n' as usize], 'Ċ');
+        assert_eq!(t[b'a' as usize], 'a');
+        assert_eq!(t[0xad], 'Ń');
+        assert_eq!(unicode_to_byte().len(), 256);
+    }
+
+    #[test]
+    fn sentencepiece_bytes_handles_byte_tokens_and_spaces() {
+        let mut out = Vec::new();
+        sentencepiece_bytes("<0xE2>", &mut out);
+        sentencepiece_bytes("▁hi", &mut out);
+        assert_eq!(out, b"\xe2 hi");
+        assert_eq!(parse_byte_token("<0x1>"), None);
+        assert_eq!(parse_byte_token("<0xZZ>"), None);
+    }
+}

@@ -1,0 +1,377 @@
+//! Rebuilds a GGUF file's embedded vocabulary (`tokenizer.ggml.*`) into the tokenizer pipeline
+//! Hugging Face builds for it: byte-level BPE for `gpt2`, SentencePiece-style BPE with byte
+//! fallback for `llama` (Gemma's variant included).
+//!
+//! The pre-tokenizer of a byte-level vocabulary is named by `tokenizer.ggml.pre`; an unknown name
+//! is refused rather than guessed, since a wrong split rule silently changes token ids.
+
+use tokenizers::decoders::byte_fallback::ByteFallback;
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::decoders::fuse::Fuse;
+use tokenizers::decoders::sequence::Sequence as DecoderSequence;
+use tokenizers::decoders::strip::Strip;
+use tokenizers::decoders::DecoderWrapper;
+use tokenizers::models::bpe::{Vocab as BpeVocab, BPE};
+use tokenizers::normalizers::replace::Replace;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
+use tokenizers::pre_tokenizers::sequence::Sequence as PreSequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::pre_tokenizers::PreTokenizerWrapper;
+use tokenizers::processors::template::TemplateProcessing;
+use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
+
+use super::{bytes, tok_err, TokenSpelling, Vocab};
+use crate::error::{Error, Result};
+use crate::loader::metadata::Metadata;
+
+/// llama.cpp's token types (`tokenizer.ggml.token_type`).
+const TYPE_CONTROL: i64 = 3;
+const TYPE_USER_DEFINED: i64 = 4;
+
+/// Llama 3's split rule (also used by the other `llama-bpe`-style vocabularies).
+const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// Qwen 2's split rule: Llama 3's with single digits.
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// The `tokenizer.ggml.pre` values this module knows, for error messages.
+const KNOWN_PRE: &str = "default, gpt2, smollm, llama3, llama-v3, llama-bpe, dbrx, smaug-bpe, falcon3, qwen2, deepseek-r1-qwen";
+
+/// Builds a [`Vocab`] from GGUF metadata.
+pub(crate) fn build(meta: &Metadata) -> Result<Vocab> {
+    let model = meta.str("tokenizer.ggml.model")?;
+    let tokens = meta
+        .str_array_opt("tokenizer.ggml.tokens")?
+        .ok_or_else(|| Error::format(&meta.source, "missing metadata key tokenizer.ggml.tokens"))?;
+    if tokens.is_empty() || tokens.len() > u32::MAX as usize {
+        return Err(Error::format(&meta.source, format!("tokenizer.ggml.tokens has {} entries", tokens.len())));
+    }
+    let types = meta.i64_array_opt("tokenizer.ggml.token_type")?;
+    if let Some(t) = &types {
+        if t.len() != tokens.len() {
+            return Err(Error::format(
+                &meta.source,
+                format!("tokenizer.ggml.token_type has {} entries for {} tokens", t.len(), tokens.len()),
+            ));
+        }
+    }
+    let types = types.unwrap_or_else(|| vec![1; tokens.len()]);
+    let id_key = |key: &str| -> Result<Option<u32>> {
+        Ok(meta.u64_opt(key)?.and_then(|v| u32::try_from(v).ok()).filter(|&v| (v as usize) < tokens.len()))
+    };
+    let ids = SpecialIds {
+        bos: id_key("tokenizer.ggml.bos_token_id")?,
+        eos: id_key("tokenizer.ggml.eos_token_id")?,
+        unk: id_key("tokenizer.ggml.unknown_token_id")?,
+        pad: id_key("tokenizer.ggml.padding_token_id")?,
+    };
+    let (mut tokenizer, spelling, add_bos_default) = match model {
+        "gpt2" => (byte_level(meta, &tokens, &types, &ids)?, TokenSpelling::ByteLevel, false),
+        "llama" => (sentencepiece(meta, &tokens, &ids)?, TokenSpelling::SentencePiece, true),
+        other => {
+            return Err(Error::Unsupported(format!(
+                "{}: tokenizer.ggml.model {other:?} is not supported (known: gpt2, llama)",
+                meta.source.display()
+            )))
+        }
+    };
+    let add_bos = meta.bool_opt("tokenizer.ggml.add_bos_token")?.unwrap_or(add_bos_default);
+    let add_eos = meta.bool_opt("tokenizer.ggml.add_eos_token")?.unwrap_or(false);
+    let bos_str = ids.bos.map(|i| tokens[i as usize]);
+    let eos_str = ids.eos.map(|i| tokens[i as usize]);
+    tokenizer.with_post_processor(Some(post_processor(
+        if add_bos { ids.bos.zip(bos_str) } else { None },
+        if add_eos { ids.eos.zip(eos_str) } else { None },
+    )?));
+
+    let mut eos = Vec::new();
+    for key in ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"] {
+        eos.extend(id_key(key)?);
+    }
+    Vocab::assemble(tokenizer, spelling, ids.bos, &eos)
+}
+
+/// The special token ids a GGUF names.
+struct SpecialIds {
+    bos: Option<u32>,
+    eos: Option<u32>,
+    unk: Option<u32>,
+    pad: Option<u32>,
+}
+
+/// GPT-2 style byte-level BPE with the file's merges.
+fn byte_level(meta: &Metadata, tokens: &[&str], types: &[i64], ids: &SpecialIds) -> Result<Tokenizer> {
+    let table = bytes::byte_to_unicode();
+    let alphabet: std::collections::HashSet<char> = table.iter().copied().collect();
+    let in_alphabet = |t: &str| t.chars().all(|c| alphabet.contains(&c));
+    // A token written outside the byte alphabet (llama.cpp stores some added tokens as plain
+    // UTF-8) is respelled through the table, as transformers does.
+    let mut vocab = BpeVocab::default();
+    vocab.reserve(tokens.len());
+    for (i, t) in tokens.iter().enumerate() {
+        let spelled = if in_alphabet(t) {
+            (*t).to_string()
+        } else {
+            t.bytes().map(|b| table[b as usize]).collect()
+        };
+        vocab.insert(spelled, i as u32);
+    }
+    let merges = meta
+        .str_array_opt("tokenizer.ggml.merges")?
+        .ok_or_else(|| Error::format(&meta.source, "missing metadata key tokenizer.ggml.merges"))?;
+    let merges = merges
+        .iter()
+        .map(|m| {
+            let mut parts = m.split(' ');
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some(a), Some(b), None) => Ok((a.to_string(), b.to_string())),
+                _ => Err(Error::format(&meta.source, format!("tokenizer.ggml.merges entry {m:?} is not two tokens"))),
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .build()
+        .map_err(|e| Error::format(&meta.source, format!("byte-level BPE vocabulary: {e}")))?;
+    let mut tokenizer = Tokenizer::new(bpe);
+    let pre = meta.str_opt("tokenizer.ggml.pre")?.unwrap_or("default");
+    tokenizer.with_pre_tokenizer(Some(byte_level_pre_tokenizer(pre).ok_or_else(|| {
+        Error::Unsupported(format!(
+            "{}: tokenizer.ggml.pre {pre:?} is not a known pre-tokenizer (known: {KNOWN_PRE})",
+            meta.source.display()
+        ))
+    })??));
+    tokenizer.with_decoder(Some(ByteLevelDecoder::default()));
+
+    // Control tokens are special; user-defined ones are plain added tokens (matched whole in
+    // text). A control token outside the byte alphabet is a mislabel and stays an ordinary token.
+    // The named special tokens (BOS, EOS, UNK, PAD) are special too, whatever their type says.
+    let named = [ids.bos, ids.eos, ids.unk, ids.pad].into_iter().flatten().map(|i| tokens[i as usize]);
+    let control: Vec<AddedToken> = named
+        .chain(tokens.iter().zip(types).filter(|(_, &ty)| ty == TYPE_CONTROL).map(|(t, _)| *t))
+        .filter(|t| in_alphabet(t))
+        .map(|t| AddedToken::from(t, true).normalized(false))
+        .collect();
+    tokenizer.add_special_tokens(control).map_err(tok_err)?;
+    let user: Vec<AddedToken> = tokens
+        .iter()
+        .zip(types)
+        .filter(|(t, &ty)| ty == TYPE_USER_DEFINED && tokenizer.token_to_id(t).is_some())
+        .map(|(t, _)| AddedToken::from(*t, false).normalized(false))
+        .collect();
+    tokenizer.add_tokens(user).map_err(tok_err)?;
+    Ok(tokenizer)
+}
+
+/// The pre-tokenizer for a `tokenizer.ggml.pre` value, `None` if unknown.
+fn byte_level_pre_tokenizer(pre: &str) -> Option<Result<PreTokenizerWrapper>> {
+    let split = |re: &str| -> Result<PreTokenizerWrapper> {
+        let split = Split::new(SplitPattern::Regex(re.to_string()), SplitDelimiterBehavior::Isolated, false)
+            .map_err(tok_err)?;
+        Ok(PreSequence::new(vec![split.into(), ByteLevel::new(false, true, false).into()]).into())
+    };
+    Some(match pre {
+        "default" | "gpt2" => Ok(ByteLevel::new(false, true, true).into()),
+        // SmolLM's own tokenizer.json (and llama.cpp) split every digit before the GPT-2 rule.
+        "smollm" => Ok(PreSequence::new(vec![Digits::new(true).into(), ByteLevel::new(false, true, true).into()]).into()),
+        "llama3" | "llama-v3" | "llama-bpe" | "dbrx" | "smaug-bpe" | "falcon3" => split(LLAMA3_SPLIT),
+        "qwen2" | "deepseek-r1-qwen" => split(QWEN2_SPLIT),
+        _ => return None,
+    })
+}
+
+/// SentencePiece-style BPE with byte fallback. GGUF stores no merges for these, so they are
+/// rebuilt from the vocabulary the way transformers does (see [`generate_merges`]).
+fn sentencepiece(meta: &Metadata, tokens: &[&str], ids: &SpecialIds) -> Result<Tokenizer> {
+    let arch = meta.str_opt("general.architecture")?.unwrap_or("");
+    let gemma = matches!(arch, "gemma" | "gemma2" | "gemma3");
+    // Gemma files store runs of spaces as real spaces; the tokenizer looks them up as `▁`s.
+    let spelled: Vec<String> = tokens
+        .iter()
+        .map(|t| {
+            if gemma && t.contains(' ') && t.trim().is_empty() {
+                "\u{2581}".repeat(t.chars().count())
+            } else {
+                (*t).to_string()
+            }
+        })
+        .collect();
+    let mut vocab = BpeVocab::default();
+    vocab.reserve(spelled.len());
+    for (i, t) in spelled.iter().enumerate() {
+        vocab.insert(t.clone(), i as u32);
+    }
+    let merges = match meta.str_array_opt("tokenizer.ggml.merges")? {
+        Some(m) => m
+            .iter()
+            .map(|m| {
+                m.split_once(' ')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .ok_or_else(|| Error::format(&meta.source, format!("tokenizer.ggml.merges entry {m:?} is not two tokens")))
+            })
+            .collect::<Result<Vec<_>>>()?,
+        None => {
+            // Gemma's scores do not follow its merge order, the file order does; elsewhere the
+            // score is the rank.
+            let scores: Vec<f64> = if gemma {
+                (0..spelled.len()).map(|i| -(i as f64)).collect()
+            } else {
+                let s = meta
+                    .f64_array_opt("tokenizer.ggml.scores")?
+                    .ok_or_else(|| Error::format(&meta.source, "missing metadata key tokenizer.ggml.scores"))?;
+                if s.len() != spelled.len() {
+                    return Err(Error::format(
+                        &meta.source,
+                        format!("tokenizer.ggml.scores has {} entries for {} tokens", s.len(), spelled.len()),
+                    ));
+                }
+                s
+            };
+            generate_merges(&spelled, &vocab, &scores)
+        }
+    };
+    let mut builder = BPE::builder().vocab_and_merges(vocab, merges).byte_fallback(true).fuse_unk(true);
+    if gemma {
+        let unk = ids.unk.map(|i| tokens[i as usize]).unwrap_or("<unk>");
+        builder = builder.unk_token(unk.to_string());
+    }
+    let bpe = builder
+        .build()
+        .map_err(|e| Error::format(&meta.source, format!("SentencePiece BPE vocabulary: {e}")))?;
+    let mut tokenizer = Tokenizer::new(bpe);
+    let mut decoders: Vec<DecoderWrapper> = vec![
+        Replace::new("\u{2581}", " ").map_err(tok_err)?.into(),
+        ByteFallback::new().into(),
+        Fuse::new().into(),
+    ];
+    if gemma {
+        tokenizer.with_normalizer(Some(Replace::new(" ", "\u{2581}").map_err(tok_err)?)).map_err(tok_err)?;
+        let split = Split::new(SplitPattern::String(" ".into()), SplitDelimiterBehavior::MergedWithPrevious, false)
+            .map_err(tok_err)?;
+        tokenizer.with_pre_tokenizer(Some(split));
+    } else {
+        let prefix = meta.bool_opt("tokenizer.ggml.add_space_prefix")?.unwrap_or(true);
+        let scheme = if prefix { PrependScheme::First } else { PrependScheme::Never };
+        tokenizer.with_pre_tokenizer(Some(Metaspace::new('\u{2581}', scheme, false)));
+        if prefix {
+            decoders.push(Strip::new(' ', 1, 0).into());
+        }
+    }
+    tokenizer.with_decoder(Some(DecoderSequence::new(decoders)));
+
+    let types = meta.i64_array_opt("tokenizer.ggml.token_type")?.unwrap_or_default();
+    let mut special: Vec<AddedToken> = [ids.bos, ids.eos, ids.unk, ids.pad]
+        .into_iter()
+        .flatten()
+        .map(|i| AddedToken::from(spelled[i as usize].clone(), true).normalized(false))
+        .collect();
+    special.extend(
+        spelled
+            .iter()
+            .zip(&types)
+            .filter(|(_, &ty)| ty == TYPE_CONTROL)
+            .map(|(t, _)| AddedToken::from(t.clone(), true).normalized(false)),
+    );
+    tokenizer.add_special_tokens(special).map_err(tok_err)?;
+    let user: Vec<AddedToken> = tokens
+        .iter()
+        .zip(&types)
+        .filter(|(t, &ty)| ty == TYPE_USER_DEFINED && tokenizer.token_to_id(t).is_some())
+        .map(|(t, _)| AddedToken::from(*t, false).normalized(false))
+        .collect();
+    tokenizer.add_tokens(user).map_err(tok_err)?;
+    Ok(tokenizer)
+}
+
+/// Merges implied by a vocabulary: every way of cutting a token into two tokens, best token
+/// first (higher score), ties broken by longer left piece, then longer right piece, then by the
+/// ids of the pieces. This is transformers' `generate_merges`, so ids match its tokenizer.
+fn generate_merges(tokens: &[String], vocab: &BpeVocab, scores: &[f64]) -> Vec<(String, String)> {
+    struct Merge {
+        l: u32,
+        r: u32,
+        len_l: usize,
+        len_r: usize,
+        score: f64,
+    }
+    let mut merges = Vec::new();
+    let mut local = Vec::new();
+    for (token, &score) in tokens.iter().zip(scores) {
+        local.clear();
+        let n_chars = token.chars().count();
+        for (k, (at, _)) in token.char_indices().enumerate().skip(1) {
+            let (l, r) = token.split_at(at);
+            if let (Some(&li), Some(&ri)) = (vocab.get(l), vocab.get(r)) {
+                local.push(Merge { l: li, r: ri, len_l: k, len_r: n_chars - k, score });
+            }
+        }
+        local.sort_by_key(|m| (m.l, m.r));
+        merges.append(&mut local);
+    }
+    // Stable sort, descending on (score, len_l, len_r), as Python's sorted(..., reverse=True).
+    merges.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then(b.len_l.cmp(&a.len_l))
+            .then(b.len_r.cmp(&a.len_r))
+    });
+    merges
+        .into_iter()
+        .map(|m| (tokens[m.l as usize].clone(), tokens[m.r as usize].clone()))
+        .collect()
+}
+
+/// A post-processor that adds `bos` in front and `eos` behind, when given.
+pub(super) fn post_processor(bos: Option<(u32, &str)>, eos: Option<(u32, &str)>) -> Result<TemplateProcessing> {
+    let mut single = Vec::new();
+    let mut pair = Vec::new();
+    let mut specials = Vec::new();
+    if let Some((id, s)) = bos {
+        single.push(format!("{s}:0"));
+        specials.push((s.to_string(), id));
+    }
+    single.push("$A:0".to_string());
+    if let Some((id, s)) = eos {
+        single.push(format!("{s}:0"));
+        specials.push((s.to_string(), id));
+    }
+    pair.extend(single.iter().cloned());
+    if let Some((_, s)) = bos {
+        pair.push(format!("{s}:1"));
+    }
+    pair.push("$B:1".to_string());
+    if let Some((_, s)) = eos {
+        pair.push(format!("{s}:1"));
+    }
+    TemplateProcessing::builder()
+        .try_single(single)
+        .map_err(tok_err)?
+        .try_pair(pair)
+        .map_err(tok_err)?
+        .special_tokens(specials)
+        .build()
+        .map_err(tok_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_merges_rank_better_tokens_first() {
+        let tokens: Vec<String> = ["a", "b", "c", "ab", "abc", "bc"].iter().map(|s| s.to_string()).collect();
+        let vocab: BpeVocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        let scores = [0.0, 0.0, 0.0, -1.0, -2.0, -3.0];
+        let m = generate_merges(&tokens, &vocab, &scores);
+        let m: Vec<(&str, &str)> = m.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        // "ab" (best score) first; "abc" splits as ab+c (longer left piece first) then a+bc; "bc" last.
+        assert_eq!(m, vec![("a", "b"), ("ab", "c"), ("a", "bc"), ("b", "c")]);
+    }
+
+    #[test]
+    fn unknown_pre_tokenizer_is_refused() {
+        assert!(byte_level_pre_tokenizer("no-such-pre").is_none());
+        assert!(byte_level_pre_tokenizer("llama3").is_some_and(|r| r.is_ok()));
+    }
+}

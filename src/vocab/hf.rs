@@ -1,0 +1,79 @@
+//! Loads a Hugging Face tokenizer directory: `tokenizer.json` is the pipeline itself; the side
+//! files name BOS/EOS, the BOS/EOS flags and the extra end-of-generation ids.
+
+use std::path::Path;
+
+use serde_json::Value;
+use tokenizers::Tokenizer;
+
+use super::{tok_err, TokenSpelling, Vocab};
+use crate::error::{Error, Result};
+
+/// Reads `dir/name` as JSON, `None` when the file does not exist.
+pub(crate) fn read_json(dir: &Path, name: &str) -> Result<Option<Value>> {
+    let path = dir.join(name);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(&path, e)),
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| Error::format(&path, format!("invalid JSON: {e}")))
+}
+
+/// A special-token entry of tokenizer_config.json: a string or an AddedToken object.
+pub(crate) fn token_text(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(o) => o.get("content")?.as_str().map(str::to_string),
+        _ => None,
+    }
+}
+
+/// Ids in a generation_config.json field that is a number or a list of numbers.
+fn id_list(v: Option<&Value>) -> Vec<u32> {
+    match v {
+        Some(Value::Number(n)) => n.as_u64().and_then(|x| u32::try_from(x).ok()).into_iter().collect(),
+        Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_u64()).filter_map(|x| u32::try_from(x).ok()).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Builds a [`Vocab`] from a Hugging Face model directory.
+pub(crate) fn build(dir: &Path) -> Result<Vocab> {
+    let path = dir.join("tokenizer.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let mut tokenizer: Tokenizer =
+        text.parse().map_err(|e| Error::format(&path, format!("not a valid tokenizer.json: {e}")))?;
+    let config = read_json(dir, "tokenizer_config.json")?.unwrap_or(Value::Null);
+    let special_map = read_json(dir, "special_tokens_map.json")?.unwrap_or(Value::Null);
+    let generation = read_json(dir, "generation_config.json")?.unwrap_or(Value::Null);
+
+    let named = |key: &str| token_text(config.get(key)).or_else(|| token_text(special_map.get(key)));
+    let bos_text = named("bos_token");
+    let eos_text = named("eos_token");
+    let bos = bos_text
+        .as_deref()
+        .and_then(|t| tokenizer.token_to_id(t))
+        .or_else(|| id_list(generation.get("bos_token_id")).first().copied());
+
+    // transformers rebuilds the post-processor when tokenizer_config.json states the flags.
+    let add_bos = config.get("add_bos_token").and_then(Value::as_bool);
+    let add_eos = config.get("add_eos_token").and_then(Value::as_bool);
+    if add_bos.is_some() || add_eos.is_some() {
+        let b = bos_text.as_deref().filter(|_| add_bos == Some(true));
+        let b = b.and_then(|s| tokenizer.token_to_id(s).map(|id| (id, s)));
+        let e = eos_text.as_deref().filter(|_| add_eos == Some(true));
+        let e = e.and_then(|s| tokenizer.token_to_id(s).map(|id| (id, s)));
+        let processor = super::gguf::post_processor(b, e)?;
+        tokenizer.with_post_processor(Some(processor));
+    }
+
+    let mut eos: Vec<u32> = eos_text.as_deref().and_then(|t| tokenizer.token_to_id(t)).into_iter().collect();
+    eos.extend(id_list(generation.get("eos_token_id")));
+
+    let decoder = serde_json::to_string(&tokenizer.get_decoder()).map_err(tok_err)?;
+    let spelling = if decoder.contains("\"ByteLevel\"") { TokenSpelling::ByteLevel } else { TokenSpelling::SentencePiece };
+    Vocab::assemble(tokenizer, spelling, bos, &eos)
+}

@@ -1,0 +1,221 @@
+//! Text ⇄ token ids for one model: the tokenizer (`Vocab`), a streaming detokenizer that only
+//! releases complete UTF-8 (`StreamDecoder`), and chat templates (`ChatTemplate`).
+//!
+//! Both sources of a vocabulary, a Hugging Face `tokenizer.json` and a GGUF file's embedded
+//! vocabulary, end up as one `tokenizers::Tokenizer`: the HF file is loaded as is, and the GGUF
+//! vocabulary is rebuilt into the same pipeline (normalizer, pre-tokenizer, BPE, decoder) that
+//! transformers builds from it, so token ids match HF exactly. On top of that `Vocab` keeps what the
+//! runtime needs fast: each token's raw bytes, which ids are special, and every end-of-generation id.
+
+mod bytes;
+mod gguf;
+mod hf;
+mod stream;
+mod template;
+mod template_fns;
+
+pub use stream::StreamDecoder;
+pub use template::ChatTemplate;
+
+use std::collections::HashSet;
+
+use tokenizers::Tokenizer;
+
+use crate::error::{Error, Result};
+use crate::loader::metadata::Metadata;
+
+/// Token strings that end a turn in the common chat formats; any of them present in a vocabulary
+/// as a special token counts as end of generation, whatever the file names as its EOS.
+const END_OF_TURN_TOKENS: &[&str] = &[
+    "<|im_end|>",
+    "<end_of_turn>",
+    "<|eot_id|>",
+    "<|eom_id|>",
+    "<|endoftext|>",
+    "<|end_of_text|>",
+    "<|end|>",
+];
+
+/// How a vocabulary spells bytes in its token strings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenSpelling {
+    /// GPT-2 byte-level BPE: every byte is written as one printable character.
+    ByteLevel,
+    /// SentencePiece style: `▁` stands for a space and `<0xNN>` tokens carry single bytes.
+    SentencePiece,
+}
+
+/// A model's tokenizer: encodes text to ids and decodes ids back, exactly as Hugging Face does.
+pub struct Vocab {
+    tokenizer: Tokenizer,
+    spelling: TokenSpelling,
+    /// Raw bytes of every token, concatenated; token `i` is `piece_bytes[piece_ends[i-1]..piece_ends[i]]`.
+    piece_bytes: Vec<u8>,
+    piece_ends: Vec<u32>,
+    special: Vec<bool>,
+    bos: Option<u32>,
+    add_bos: bool,
+    eos: Vec<u32>,
+}
+
+impl std::fmt::Debug for Vocab {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vocab")
+            .field("n_tokens", &self.n_tokens())
+            .field("spelling", &self.spelling)
+            .field("bos", &self.bos)
+            .field("add_bos", &self.add_bos)
+            .field("eos", &self.eos)
+            .finish()
+    }
+}
+
+/// Maps a `tokenizers` error into ours.
+pub(crate) fn tok_err(e: impl std::fmt::Display) -> Error {
+    Error::Tokenizer(e.to_string())
+}
+
+impl Vocab {
+    /// Builds the tokenizer a GGUF file describes (`tokenizer.ggml.*` metadata).
+    pub fn from_gguf(meta: &Metadata) -> Result<Vocab> {
+        gguf::build(meta)
+    }
+
+    /// Builds the tokenizer of a Hugging Face model directory (`tokenizer.json` plus
+    /// `tokenizer_config.json`, `special_tokens_map.json` and `generation_config.json` when present).
+    pub fn from_hf_dir(dir: &std::path::Path) -> Result<Vocab> {
+        hf::build(dir)
+    }
+
+    /// Finishes a vocabulary: computes token bytes and special flags, and collects EOS ids from
+    /// `eos_candidates` (ids named by the model files) plus the well-known end-of-turn tokens.
+    fn assemble(
+        tokenizer: Tokenizer,
+        spelling: TokenSpelling,
+        bos: Option<u32>,
+        eos_candidates: &[u32],
+    ) -> Result<Vocab> {
+        let n = tokenizer.get_vocab_size(true);
+        let added = tokenizer.get_added_tokens_decoder();
+        let mut special = vec![false; n];
+        for (&id, tok) in &added {
+            if tok.special && (id as usize) < n {
+                special[id as usize] = true;
+            }
+        }
+        let unicode_to_byte = bytes::unicode_to_byte();
+        let mut piece_bytes = Vec::with_capacity(n * 6);
+        let mut piece_ends = Vec::with_capacity(n);
+        for id in 0..n as u32 {
+            if let Some(tok) = added.get(&id) {
+                piece_bytes.extend_from_slice(tok.content.as_bytes());
+            } else if let Some(s) = tokenizer.id_to_token(id) {
+                match spelling {
+                    TokenSpelling::ByteLevel => bytes::byte_level_bytes(&s, &unicode_to_byte, &mut piece_bytes),
+                    TokenSpelling::SentencePiece => bytes::sentencepiece_bytes(&s, &mut piece_bytes),
+                }
+            }
+            let end = u32::try_from(piece_bytes.len())
+                .map_err(|_| Error::Tokenizer("vocabulary text exceeds 4 GiB".into()))?;
+            piece_ends.push(end);
+        }
+        let mut eos = Vec::new();
+        let mut seen = HashSet::new();
+        for &id in eos_candidates {
+            if (id as usize) < n && seen.insert(id) {
+                eos.push(id);
+            }
+        }
+        for name in END_OF_TURN_TOKENS {
+            if let Some(id) = tokenizer.token_to_id(name) {
+                if special[id as usize] && seen.insert(id) {
+                    eos.push(id);
+                }
+            }
+        }
+        let bos = bos.filter(|&b| (b as usize) < n);
+        let mut v = Vocab { tokenizer, spelling, piece_bytes, piece_ends, special, bos, add_bos: false, eos };
+        // Whether BOS is added is whatever the post-processor does, so ask it rather than a flag.
+        if let Some(b) = v.bos {
+            v.add_bos = v.encode("", true)?.first() == Some(&b);
+        }
+        Ok(v)
+    }
+
+    /// Encodes `text`; `add_special` adds BOS/EOS as the model's tokenizer does. Special-token text
+    /// such as `<|im_start|>` is always parsed as that special token.
+    pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
+        let enc = self.tokenizer.encode_fast(text, add_special).map_err(tok_err)?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Decodes ids to text as HF `decode` does; `skip_special` drops special tokens.
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
+        self.check_ids(ids)?;
+        self.tokenizer.decode(ids, skip_special).map_err(tok_err)
+    }
+
+    /// Fails with `InvalidArgument` naming the first id outside the vocabulary.
+    fn check_ids(&self, ids: &[u32]) -> Result<()> {
+        match ids.iter().find(|&&id| id as usize >= self.n_tokens()) {
+            Some(bad) => Err(Error::InvalidArgument(format!(
+                "token id {bad} is out of range (vocabulary has {} tokens)",
+                self.n_tokens()
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Raw bytes token `id` stands for (special tokens give their text), or `None` when out of range.
+    pub fn token_bytes(&self, id: u32) -> Option<&[u8]> {
+        let i = id as usize;
+        let end = *self.piece_ends.get(i)? as usize;
+        let start = if i == 0 { 0 } else { self.piece_ends[i - 1] as usize };
+        Some(&self.piece_bytes[start..end])
+    }
+
+    /// Number of token ids, added tokens included.
+    pub fn n_tokens(&self) -> usize {
+        self.piece_ends.len()
+    }
+
+    /// The beginning-of-sequence id, if the model has one.
+    pub fn bos_id(&self) -> Option<u32> {
+        self.bos
+    }
+
+    /// Whether `encode(text, true)` puts BOS in front.
+    pub fn add_bos(&self) -> bool {
+        self.add_bos
+    }
+
+    /// Every id that ends generation (EOS, EOT and the end-of-turn tokens the vocabulary has).
+    pub fn eos_ids(&self) -> &[u32] {
+        &self.eos
+    }
+
+    /// Whether `id` is a special (control) token; false for out-of-range ids.
+    pub fn is_special(&self, id: u32) -> bool {
+        self.special.get(id as usize).copied().unwrap_or(false)
+    }
+
+    /// The id of a token written as the vocabulary spells it (e.g. `<|im_end|>`, `Ġthe`, `▁the`).
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.tokenizer.token_to_id(token)
+    }
+
+    /// The token string of `id` as the vocabulary spells it.
+    pub fn token_str(&self, id: u32) -> Option<String> {
+        self.tokenizer.id_to_token(id)
+    }
+
+    /// How this vocabulary spells bytes inside token strings.
+    pub fn spelling(&self) -> TokenSpelling {
+        self.spelling
+    }
+
+    /// A streaming detokenizer over this vocabulary.
+    pub fn stream_decoder(&self, skip_special: bool) -> StreamDecoder<'_> {
+        StreamDecoder::new(self, skip_special)
+    }
+}

@@ -1,0 +1,153 @@
+//! Chat templates: the model's own Jinja template rendered the way transformers'
+//! `apply_chat_template` renders it (trim_blocks, lstrip_blocks, Python string methods, its
+//! globals and `tojson`), with a few built-in prompt styles for models that ship none.
+
+use std::path::Path;
+
+use minijinja::syntax::SyntaxConfig;
+use minijinja::{context, Environment, Value};
+
+use super::{hf, template_fns, Vocab};
+use crate::error::{Error, Result};
+use crate::loader::metadata::Metadata;
+use crate::runtime::Message;
+
+/// Built-in prompt styles, used when a model has no template or the caller asks for one.
+const BUILTIN: &[(&str, &str)] = &[
+    ("chatml", include_str!("templates/chatml.jinja")),
+    ("gemma", include_str!("templates/gemma.jinja")),
+    ("llama3", include_str!("templates/llama3.jinja")),
+    ("mistral", include_str!("templates/mistral.jinja")),
+    ("qwen", include_str!("templates/qwen.jinja")),
+];
+
+const TEMPLATE_NAME: &str = "chat";
+
+/// A compiled chat template plus the special-token strings it may refer to.
+pub struct ChatTemplate {
+    env: Environment<'static>,
+    source: String,
+    bos_token: String,
+    eos_token: String,
+}
+
+impl std::fmt::Debug for ChatTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatTemplate").field("source", &self.source).finish()
+    }
+}
+
+/// Turns a minijinja error into ours, keeping the reason and the failing line.
+fn template_err(e: minijinja::Error) -> Error {
+    let mut msg = match e.detail() {
+        Some(d) => d.to_string(),
+        None => e.to_string(),
+    };
+    if let Some(line) = e.line() {
+        msg.push_str(&format!(" (chat template line {line})"));
+    }
+    Error::Template(msg)
+}
+
+impl ChatTemplate {
+    /// Compiles `source` with BOS/EOS token strings for `bos_token`/`eos_token`.
+    pub fn new(source: impl Into<String>, bos_token: impl Into<String>, eos_token: impl Into<String>) -> Result<Self> {
+        let source = source.into();
+        let mut env = Environment::new();
+        let syntax = SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .keep_trailing_newline(false)
+            .build()
+            .map_err(template_err)?;
+        env.set_syntax(syntax);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.set_formatter(template_fns::python_formatter);
+        env.add_function("raise_exception", template_fns::raise_exception);
+        env.add_function("strftime_now", template_fns::strftime_now);
+        env.add_filter("tojson", template_fns::tojson);
+        env.add_template_owned(TEMPLATE_NAME, source.clone()).map_err(template_err)?;
+        Ok(ChatTemplate { env, source, bos_token: bos_token.into(), eos_token: eos_token.into() })
+    }
+
+    /// The template a GGUF file carries (`tokenizer.chat_template`), or `None` when it has none.
+    pub fn from_gguf(meta: &Metadata, vocab: &Vocab) -> Result<Option<ChatTemplate>> {
+        match meta.str_opt("tokenizer.chat_template")? {
+            Some(src) => {
+                let (bos, eos) = Self::vocab_tokens(vocab);
+                Self::new(src, bos, eos).map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The template of a Hugging Face directory: `chat_template.jinja`, else `chat_template` in
+    /// tokenizer_config.json (a string, or a list of named templates of which `default` is used).
+    pub fn from_hf_dir(dir: &Path, vocab: &Vocab) -> Result<Option<ChatTemplate>> {
+        let config = hf::read_json(dir, "tokenizer_config.json")?.unwrap_or(serde_json::Value::Null);
+        let (mut bos, mut eos) = Self::vocab_tokens(vocab);
+        if let Some(b) = hf::token_text(config.get("bos_token")) {
+            bos = b;
+        }
+        if let Some(e) = hf::token_text(config.get("eos_token")) {
+            eos = e;
+        }
+        let jinja = dir.join("chat_template.jinja");
+        let source = match std::fs::read_to_string(&jinja) {
+            Ok(s) => Some(s),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match config.get("chat_template") {
+                Some(serde_json::Value::String(s)) => Some(s.clone()),
+                Some(serde_json::Value::Array(list)) => list
+                    .iter()
+                    .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
+                    .and_then(|t| t.get("template"))
+                    .and_then(|t| t.as_str())
+                    .map(str::to_string),
+                _ => None,
+            },
+            Err(e) => return Err(Error::io(&jinja, e)),
+        };
+        source.map(|s| Self::new(s, bos, eos)).transpose()
+    }
+
+    /// A built-in prompt style: `chatml`, `gemma`, `llama3`, `mistral` or `qwen` (ChatML with
+    /// Qwen's default system prompt). The styles write their own BOS where the format has one.
+    pub fn builtin(style: &str) -> Result<ChatTemplate> {
+        let src = BUILTIN.iter().find(|(name, _)| *name == style).map(|(_, src)| *src).ok_or_else(|| {
+            let known: Vec<&str> = BUILTIN.iter().map(|(n, _)| *n).collect();
+            Error::InvalidArgument(format!("unknown chat template style {style:?} (known: {})", known.join(", ")))
+        })?;
+        Self::new(src, "", "")
+    }
+
+    /// Names of the built-in styles.
+    pub fn builtin_styles() -> impl Iterator<Item = &'static str> {
+        BUILTIN.iter().map(|(n, _)| *n)
+    }
+
+    /// The Jinja source of this template.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// BOS and EOS token strings of a vocabulary, empty when it has none.
+    fn vocab_tokens(vocab: &Vocab) -> (String, String) {
+        let bos = vocab.bos_id().and_then(|id| vocab.token_str(id)).unwrap_or_default();
+        let eos = vocab.eos_ids().first().and_then(|&id| vocab.token_str(id)).unwrap_or_default();
+        (bos, eos)
+    }
+
+    /// Renders `messages` to prompt text; `add_generation_prompt` opens the assistant's turn.
+    pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        let msgs: Vec<Value> =
+            messages.iter().map(|m| context! { role => m.role.as_str(), content => m.content.as_str() }).collect();
+        let tmpl = self.env.get_template(TEMPLATE_NAME).map_err(template_err)?;
+        tmpl.render(context! {
+            messages => msgs,
+            add_generation_prompt => add_generation_prompt,
+            bos_token => self.bos_token.as_str(),
+            eos_token => self.eos_token.as_str(),
+        })
+        .map_err(template_err)
+    }
+}
