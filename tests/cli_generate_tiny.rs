@@ -123,9 +123,10 @@ fn greedy_generation_matches_transformers() {
     let k = decided.min(4);
     let ctx = csv(&[&prompt[..], &got[..k]].concat());
     let top = ok_stdout(&["logits", "--model", m, "--ids", &ctx, "--top", "1"]);
+    // Format: `pos N (token T): id:logit ...`; with --top 1 the last word is the argmax.
     let first = top
         .split_whitespace()
-        .nth(3)
+        .last()
         .expect("pos N (token T): id:logit");
     assert_eq!(
         first.split(':').next().unwrap(),
