@@ -4,6 +4,11 @@ models, the same prompt token ids, the same prompt and generation lengths and th
 count, in one run. Prints a table with prefill and decode tokens/s, TTFT, peak RSS and the ratio
 ours / llama.cpp. Normally started by scripts/bench.sh.
 
+Choose --threads no larger than the number of idle cores: llama.cpp's OpenMP threads busy-wait,
+and when they must share cores with other work its speed collapses (on a shared 2-core machine
+we measured SmolLM2 decode fall from 140 tok/s at 1 thread to 2 tok/s at 2 threads), which makes
+the ratio meaningless. The table header shows the load average at the start of the run.
+
 The llama.cpp side runs in its own child process so that its peak RSS is its own; that number
 includes the Python interpreter, whose own footprint (measured before llama_cpp is imported) is
 shown beside it.
@@ -130,6 +135,7 @@ def main():
 
     common = ["--threads", str(args.threads), "--prompt-tokens", str(args.prompt_tokens),
               "--gen-tokens", str(args.gen_tokens), "--reps", str(args.reps)]
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     results = []
     for model in args.model:
         name = os.path.basename(model)
@@ -148,7 +154,8 @@ def main():
                      f"{o['decode_tokens_per_s'] / t['decode_tokens_per_s']:.2f}x"])
         rows.append(["", "llama.cpp", f"{t['prefill_tokens_per_s']:.1f}", f"{t['decode_tokens_per_s']:.1f}",
                      f"{t['ttft_ms']:.1f}", f"{mib(t['peak_rss_bytes'])} (python {mib(t['python_rss_bytes'])})", "", ""])
-    print(f"threads {args.threads}, prompt {args.prompt_tokens} tokens, generate {args.gen_tokens} tokens, "
+    print(f"threads {args.threads} of {os.cpu_count()} cores (load average {load_before:.2f} at start), "
+          f"prompt {args.prompt_tokens} tokens, generate {args.gen_tokens} tokens, "
           f"median of {args.reps} reps; ratio = edgellm / llama.cpp ({results[0]['llama_cpp']['engine']})")
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     for row in [header] + rows:
