@@ -7,6 +7,7 @@
 
 pub mod backend;
 pub mod error;
+pub mod eval;
 pub mod ffi;
 pub mod loader;
 pub mod log;
