@@ -82,7 +82,9 @@ fn greedy_generation_matches_transformers() {
 
     let out: Value = serde_json::from_str(&ok_stdout(&[&base[..], &["--json"]].concat()))
         .expect("--json output");
-    let got = ids(&out["token_ids"]);
+    let got = ids(&out["output_ids"]);
+    assert_eq!(out["token_ids"], out["output_ids"]);
+    assert!(out["ttft_ms"].as_f64().unwrap() > 0.0 && out["decode_tokens_per_s"].as_f64().is_some());
     assert_eq!(ids(&out["prompt_ids"]), prompt);
     assert_eq!(got.len(), greedy.len(), "{out}");
     assert_eq!(out["finish_reason"], "length");
@@ -122,7 +124,7 @@ fn greedy_generation_matches_transformers() {
     // logits of prompt + the first generated tokens: the argmax of the last row is the next token.
     let k = decided.min(4);
     let ctx = csv(&[&prompt[..], &got[..k]].concat());
-    let top = ok_stdout(&["logits", "--model", m, "--ids", &ctx, "--top", "1"]);
+    let top = ok_stdout(&["logits", "--model", m, "--prompt-ids", &ctx, "--top", "1"]);
     // Format: `pos N (token T): id:logit ...`; with --top 1 the last word is the argmax.
     let first = top
         .split_whitespace()
@@ -133,6 +135,18 @@ fn greedy_generation_matches_transformers() {
         got[k].to_string(),
         "{top}"
     );
+    // The JSON form: {"positions":[{"top":[{"id":..,"logit":..}]}]}, every position with
+    // --all-positions.
+    let j: Value = serde_json::from_str(&ok_stdout(&[
+        "logits", "--model", m, "--prompt-ids", &ctx, "--top", "3", "--all-positions", "--json",
+    ]))
+    .unwrap();
+    let positions = j["positions"].as_array().unwrap();
+    assert_eq!(positions.len(), prompt.len() + k);
+    let last_top = positions.last().unwrap()["top"].as_array().unwrap();
+    assert_eq!(last_top.len(), 3);
+    assert_eq!(last_top[0]["id"].as_u64().unwrap() as u32, got[k]);
+    assert!(last_top[0]["logit"].as_f64().unwrap() >= last_top[1]["logit"].as_f64().unwrap());
 }
 
 #[test]
@@ -148,4 +162,12 @@ fn tokenize_and_detokenize_round_trip() {
     assert_eq!(ok_stdout(&args), format!("{text}\n"));
     let pieces = ok_stdout(&["tokenize", "--model", m, "--no-special", "--pieces", text]);
     assert_eq!(pieces.lines().count(), ids.len());
+    // --text with --json gives {"ids": [...]}, the same ids.
+    let j: Value = serde_json::from_str(&ok_stdout(&["tokenize", "--model", m, "--text", text, "--json"])).unwrap();
+    let json_ids: Vec<String> = j["ids"].as_array().unwrap().iter().map(|v| v.to_string()).collect();
+    assert_eq!(json_ids, ids);
+    // --chat tokenizes the templated user turn.
+    let chat: Value =
+        serde_json::from_str(&ok_stdout(&["tokenize", "--model", m, "--text", text, "--chat", "--json"])).unwrap();
+    assert!(chat["ids"].as_array().unwrap().len() > ids.len());
 }

@@ -109,7 +109,7 @@ fn malformed_command_lines_are_usage_errors() {
         &["detokenize", "--model", "m.gguf", "12", "x"],
         "not a token id",
     );
-    assert_usage_error(&["logits", "--model", "m.gguf"], "--ids");
+    assert_usage_error(&["logits", "--model", "m.gguf"], "--prompt-ids");
     assert_usage_error(&["perplexity", "--model", "m.gguf"], "--file is required");
     assert_usage_error(
         &["bench", "--model", "m.gguf", "--reps", "0"],
@@ -130,7 +130,7 @@ fn missing_model_file_is_an_error_naming_the_path() {
         vec!["generate", "--model", path, "--prompt", "hi"],
         vec!["info", "--model", path],
         vec!["tokenize", "--model", path, "hello"],
-        vec!["logits", "--model", path, "--ids", "1,2"],
+        vec!["logits", "--model", path, "--prompt-ids", "1,2"],
     ] {
         let o = edgellm(&args);
         let err = stderr(&o);

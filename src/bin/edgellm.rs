@@ -43,15 +43,16 @@ const USAGE: &str = "\
 usage: edgellm <command> [options]
 
 commands:
-  generate    --model PATH (--prompt TEXT | --prompt-file FILE | --messages-json FILE
+  generate    --model PATH (--prompt TEXT | --prompt-file FILE | --messages-file FILE
                           | --prompt-ids 1,2,3)
-              [--system TEXT] [--raw] [--template STYLE] [--max-tokens N] [--temperature T]
-              [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R] [--presence-penalty P]
-              [--frequency-penalty P] [--seed S] [--stop STR]... [--ignore-eos]
-              [--no-stream] [--json]
-  tokenize    --model PATH [--no-special] [--pieces] [--json] TEXT
+              [--system TEXT] [--chat (default for text) | --raw] [--template STYLE]
+              [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p P]
+              [--repeat-penalty R] [--presence-penalty P] [--frequency-penalty P] [--seed S]
+              [--stop STR]... [--ignore-eos] [--no-stream] [--json]
+  tokenize    --model PATH (--text TEXT | --text-file FILE | TEXT) [--chat] [--add-special]
+              [--pieces] [--json]
   detokenize  --model PATH ID...
-  logits      --model PATH (--ids 1,2,3 | --text TEXT) [--all] [--top N] [--json]
+  logits      --model PATH (--prompt-ids 1,2,3 | --text TEXT) [--all-positions] [--top K] [--json]
   perplexity  --model PATH --file TEXT_FILE [--ctx N] [--stride N] [--chunks N] [--json]
   info        --model PATH [--json]
   bench       --model PATH [--prompt-tokens N] [--gen-tokens N] [--reps N] [--json]

@@ -12,12 +12,13 @@ use crate::args::{self, Spec};
 use crate::{CliError, CliResult};
 
 const SPEC: Spec = Spec {
-    flags: &["raw", "no-stream", "json", "ignore-eos"],
+    flags: &["raw", "chat", "no-stream", "json", "ignore-eos"],
     options: &[
         "prompt",
         "prompt-file",
         "prompt-ids",
         "messages-json",
+        "messages-file",
         "system",
         "template",
         "max-tokens",
@@ -89,14 +90,21 @@ pub fn run(argv: &[String]) -> CliResult {
 /// Builds the generation request from the command line (everything except loading the model).
 fn build_request(p: &args::Parsed) -> Result<GenerationRequest, CliError> {
     let raw = p.flag("raw");
+    if raw && p.flag("chat") {
+        return Err(CliError::Usage("--raw and --chat contradict each other".into()));
+    }
+    if p.flag("chat") && p.opt("prompt-ids").is_some() {
+        return Err(CliError::Usage("--chat cannot template --prompt-ids; give --prompt instead".into()));
+    }
     let system = p.opt("system");
-    let sources = ["prompt", "prompt-file", "prompt-ids", "messages-json"]
+    let messages_file = p.opt("messages-file").or(p.opt("messages-json"));
+    let sources = ["prompt", "prompt-file", "prompt-ids", "messages-json", "messages-file"]
         .iter()
         .filter(|n| p.opt(n).is_some())
         .count();
     if sources != 1 {
         return Err(CliError::Usage(
-            "give exactly one of --prompt, --prompt-file, --prompt-ids, --messages-json".into(),
+            "give exactly one of --prompt, --prompt-file, --prompt-ids, --messages-file".into(),
         ));
     }
     let prompt = if let Some(ids) = p.opt("prompt-ids") {
@@ -110,10 +118,10 @@ fn build_request(p: &args::Parsed) -> Result<GenerationRequest, CliError> {
             return Err(CliError::Usage("--prompt-ids is empty".into()));
         }
         PromptInput::TokenIds(ids)
-    } else if let Some(file) = p.opt("messages-json") {
+    } else if let Some(file) = messages_file {
         if raw {
             return Err(CliError::Usage(
-                "--raw cannot be used with --messages-json".into(),
+                "--raw cannot be used with --messages-file".into(),
             ));
         }
         let mut messages = read_messages(Path::new(file))?;
@@ -213,7 +221,7 @@ fn clock_seed() -> u64 {
         .unwrap_or(0)
 }
 
-fn read_text(path: &Path) -> Result<String, CliError> {
+pub fn read_text(path: &Path) -> Result<String, CliError> {
     std::fs::read_to_string(path).map_err(|e| edgellm::Error::io(path, e).into())
 }
 
@@ -242,6 +250,7 @@ fn read_messages(path: &Path) -> Result<Vec<Message>, CliError> {
 pub fn output_json(o: &GenerationOutput) -> serde_json::Value {
     serde_json::json!({
         "text": o.text,
+        "output_ids": o.token_ids,
         "token_ids": o.token_ids,
         "prompt_ids": o.prompt_ids,
         "finish_reason": o.finish_reason.as_str(),

@@ -7,8 +7,8 @@ use crate::args::{self, Spec};
 use crate::{CliError, CliResult};
 
 const TOKENIZE: Spec = Spec {
-    flags: &["no-special", "pieces", "json"],
-    options: &[],
+    flags: &["add-special", "no-special", "chat", "pieces", "json"],
+    options: &["text", "text-file"],
     shared: crate::MODEL_OPTIONS,
 };
 const DETOKENIZE: Spec = Spec {
@@ -17,8 +17,8 @@ const DETOKENIZE: Spec = Spec {
     shared: crate::MODEL_OPTIONS,
 };
 const LOGITS: Spec = Spec {
-    flags: &["all", "json"],
-    options: &["ids", "text", "top"],
+    flags: &["all", "all-positions", "json"],
+    options: &["ids", "prompt-ids", "text", "top"],
     shared: crate::MODEL_OPTIONS,
 };
 const INFO: Spec = Spec {
@@ -30,21 +30,30 @@ const INFO: Spec = Spec {
 /// Runs `edgellm tokenize`: ids on one line, or one `id<TAB>"piece"` per line with `--pieces`.
 pub fn tokenize(argv: &[String]) -> CliResult {
     let p = args::parse(argv, &TOKENIZE)?;
-    let text = match p.positional.as_slice() {
-        [t] => t.clone(),
-        [] => {
-            return Err(CliError::Usage(
-                "tokenize needs the TEXT to tokenize".into(),
-            ))
-        }
-        _ => {
-            return Err(CliError::Usage(
-                "tokenize takes one TEXT argument (quote it)".into(),
-            ))
-        }
+    let given = [p.opt("text").is_some(), p.opt("text-file").is_some(), !p.positional.is_empty()];
+    if given.iter().filter(|&&g| g).count() != 1 || p.positional.len() > 1 {
+        return Err(CliError::Usage(
+            "tokenize takes exactly one of --text TEXT, --text-file FILE or one TEXT argument".into(),
+        ));
+    }
+    if p.flag("add-special") && p.flag("no-special") {
+        return Err(CliError::Usage("--add-special and --no-special contradict each other".into()));
+    }
+    let text = match (p.opt("text"), p.opt("text-file")) {
+        (Some(t), _) => t.to_string(),
+        (None, Some(f)) => crate::generate::read_text(std::path::Path::new(f))?,
+        (None, None) => p.positional[0].clone(),
     };
     let rt = load(&p)?;
-    let ids = rt.tokenize(&text, !p.flag("no-special"))?;
+    let ids = if p.flag("chat") {
+        // The prompt a chat request would feed: the text as a user turn, rendered with the
+        // model's template (which writes its own special tokens).
+        let m = [edgellm::runtime::Message { role: "user".into(), content: text }];
+        let rendered = rt.apply_chat_template(&m, true, None)?;
+        rt.tokenize(&rendered, false)?
+    } else {
+        rt.tokenize(&text, p.flag("add-special"))?
+    };
     if p.flag("json") {
         let pieces: Vec<String> = if p.flag("pieces") {
             ids.iter().map(|&id| piece(&rt, id)).collect()
@@ -100,11 +109,15 @@ pub fn logits(argv: &[String]) -> CliResult {
         )));
     }
     let top: usize = p.parsed_or("top", 10)?;
-    let all = p.flag("all");
-    let ids_opt = p.opt("ids").map(|s| args::parse_ids(&[s])).transpose()?;
+    let all = p.flag("all") || p.flag("all-positions");
+    let ids_arg = p.opt("prompt-ids").or(p.opt("ids"));
+    if p.opt("prompt-ids").is_some() && p.opt("ids").is_some() {
+        return Err(CliError::Usage("give --prompt-ids or --ids, not both".into()));
+    }
+    let ids_opt = ids_arg.map(|s| args::parse_ids(&[s])).transpose()?;
     if ids_opt.is_some() == p.opt("text").is_some() {
         return Err(CliError::Usage(
-            "give exactly one of --ids and --text".into(),
+            "give exactly one of --prompt-ids and --text".into(),
         ));
     }
     let rt = load(&p)?;
@@ -117,7 +130,15 @@ pub fn logits(argv: &[String]) -> CliResult {
     }
     let rows = rt.logits(&ids, all)?;
     if p.flag("json") {
-        return crate::out(&format!("{}\n", serde_json::json!(rows)));
+        let positions: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|row| {
+                let top: Vec<serde_json::Value> =
+                    top_n(row, top).into_iter().map(|(id, logit)| serde_json::json!({"id": id, "logit": logit})).collect();
+                serde_json::json!({ "top": top })
+            })
+            .collect();
+        return crate::out(&format!("{}\n", serde_json::json!({ "positions": positions })));
     }
     // Without --all the runtime returns the last position only.
     let first_pos = ids.len() - rows.len();

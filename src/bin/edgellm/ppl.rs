@@ -63,8 +63,8 @@ pub fn run(argv: &[String]) -> CliResult {
         crate::out(&format!("{v}\n"))
     } else {
         crate::out(&format!(
-            "PPL = {:.4} +/- {:.5} (n_ctx {}, {} chunks, {} of {} tokens scored)\n",
-            r.ppl, r.ppl_error, params.n_ctx, r.n_chunks, r.n_scored, r.n_tokens
+            "n_ctx {}, {} chunks, {} of {} tokens scored, +/- {:.5}\nperplexity: {:.4}\n",
+            params.n_ctx, r.n_chunks, r.n_scored, r.n_tokens, r.ppl_error, r.ppl
         ))
     }
 }
