@@ -6,7 +6,8 @@
 //! (`dtype`, `shape`, `data_offsets` relative to the byte after the header), then the data. The
 //! file is untrusted: the header length is bounded, the JSON is parsed strictly, every offset must
 //! lie inside the data section, a tensor's byte range must equal its shape times its element size,
-//! and no two tensors may share bytes.
+//! and the tensors must tile the data section exactly (no shared bytes, no gaps), as the reference
+//! reader demands.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -123,17 +124,31 @@ pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<SafetensorsHeader> {
         }
         header.tensors.push(TensorInfo { name, dtype, shape, offset: data_start + begin, len });
     }
-    // Sorting by (offset, len) puts any zero-length tensor before a tensor starting at the same
-    // byte, so a plain "starts before the previous one ends" check finds every real overlap.
+    // Like the reference reader, demand that the tensors tile the data section exactly: no
+    // overlaps (two views of the same bytes), no gaps and no unused tail. Every conforming writer
+    // produces such files, and the rule catches a corrupted header length, which shifts the data.
+    // Sorting by (offset, len) puts zero-length tensors before a tensor starting at the same byte.
     header.tensors.sort_by(|a, b| (a.offset, a.len, &a.name).cmp(&(b.offset, b.len, &b.name)));
     let mut prev_end = data_start;
-    let mut prev_name = "";
+    let mut prev_name = "the header";
     for t in &header.tensors {
         if t.offset < prev_end {
             return Err(Error::format(path, format!("tensors {prev_name} and {} overlap", t.name)));
         }
+        if t.offset > prev_end {
+            return Err(Error::format(
+                path,
+                format!("{} unused bytes between {prev_name} and tensor {}", t.offset - prev_end, t.name),
+            ));
+        }
         prev_end = t.offset + t.len;
         prev_name = &t.name;
+    }
+    if prev_end != bytes.len() {
+        return Err(Error::format(
+            path,
+            format!("{} unused bytes after the last tensor (the header length may be wrong)", bytes.len() - prev_end),
+        ));
     }
     Ok(header)
 }
