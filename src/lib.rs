@@ -8,6 +8,8 @@
 pub mod backend;
 pub mod error;
 pub mod ffi;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod loader;
 pub mod model;
 pub mod quant;
