@@ -3,8 +3,9 @@
 //! seeded, deterministic mutation loop over the valid seeds, so that stable `cargo test` covers
 //! the same code the cargo-fuzz targets in `fuzz/` drive.
 //!
-//! A loader must never panic on any input: each call runs under `catch_unwind`, and a panicking
-//! input is written to `<CARGO_TARGET_TMPDIR>/fuzz_failures/<target>/` and named in the failure.
+//! A loader must never panic or hang on any input: each call runs on a worker thread under
+//! `catch_unwind` with a time limit, and an input that panics or hangs is written to
+//! `<CARGO_TARGET_TMPDIR>/fuzz_failures/<target>/` and named in the failure.
 //! The `ok_` seeds come from the reference writers (gguf, safetensors, tokenizers packages) or the
 //! committed tiny models and must also be accepted, which proves the mutants start from inputs
 //! that reach past the first check. An abort (stack overflow, failed allocation) kills the test
@@ -17,7 +18,6 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Once};
 use std::time::{Duration, Instant};
-
 
 use serde_json::Value;
 
