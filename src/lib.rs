@@ -14,6 +14,7 @@ pub mod loader;
 pub mod model;
 pub mod quant;
 pub mod runtime;
+pub mod sampling;
 pub mod tensor;
 pub mod vocab;
 

@@ -8,8 +8,11 @@ use edgellm::loader::safetensors::{parse_header, SafetensorsModel, MAX_HEADER_BY
 use edgellm::Error;
 
 fn reference_bytes() -> Vec<u8> {
-    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/safetensors/single/model.safetensors"))
-        .unwrap()
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/safetensors/single/model.safetensors"),
+    )
+    .unwrap()
 }
 
 fn header_len(bytes: &[u8]) -> usize {
@@ -74,14 +77,24 @@ fn flipped_bytes_never_escape_the_file() {
     }
     // Most header flips break the JSON or a number; a reader that ignored the header would
     // reject none of them.
-    assert!(rejected > data_start * 5 / 2, "only {rejected} of {} header flips rejected", data_start * 5);
+    assert!(
+        rejected > data_start * 5 / 2,
+        "only {rejected} of {} header flips rejected",
+        data_start * 5
+    );
 }
 
 #[test]
 fn header_length_is_bounded() {
     let bytes = reference_bytes();
     let real = header_len(&bytes) as u64;
-    for bad in [u64::MAX, MAX_HEADER_BYTES + 1, (bytes.len() - 8) as u64 + 1, 1 << 40, real + 1] {
+    for bad in [
+        u64::MAX,
+        MAX_HEADER_BYTES + 1,
+        (bytes.len() - 8) as u64 + 1,
+        1 << 40,
+        real + 1,
+    ] {
         let mut b = bytes.clone();
         b[..8].copy_from_slice(&bad.to_le_bytes());
         expect_format_error(b, &format!("header length {bad}"));
@@ -98,30 +111,119 @@ fn header_length_is_bounded() {
 fn hand_made_corruptions_are_errors() {
     let t = |body: &str| format!("{{\"t\":{body}}}");
     let cases: Vec<(&str, Vec<u8>)> = vec![
-        ("offsets past end", image(&t(r#"{"dtype":"F32","shape":[4],"data_offsets":[0,16]}"#), 8)),
-        ("begin past end", image(&t(r#"{"dtype":"F32","shape":[0],"data_offsets":[9,9]}"#), 8)),
-        ("begin after end", image(&t(r#"{"dtype":"F32","shape":[1],"data_offsets":[8,4]}"#), 8)),
-        ("huge offsets", image(&t(r#"{"dtype":"F32","shape":[1],"data_offsets":[18446744073709551612,18446744073709551615]}"#), 8)),
-        ("offset beyond u64", image(&t(r#"{"dtype":"F32","shape":[1],"data_offsets":[0,99999999999999999999999]}"#), 8)),
-        ("negative offset", image(&t(r#"{"dtype":"F32","shape":[1],"data_offsets":[-4,0]}"#), 8)),
-        ("float offset", image(&t(r#"{"dtype":"F32","shape":[1],"data_offsets":[0.0,4.0]}"#), 8)),
-        ("three offsets", image(&t(r#"{"dtype":"F32","shape":[1],"data_offsets":[0,4,8]}"#), 8)),
-        ("one offset", image(&t(r#"{"dtype":"F32","shape":[1],"data_offsets":[4]}"#), 8)),
-        ("size mismatch", image(&t(r#"{"dtype":"F32","shape":[3],"data_offsets":[0,8]}"#), 8)),
-        ("f16 size mismatch", image(&t(r#"{"dtype":"F16","shape":[2,3],"data_offsets":[0,8]}"#), 8)),
-        ("shape overflow", image(&t(r#"{"dtype":"F32","shape":[4294967296,4294967296,4],"data_offsets":[0,8]}"#), 8)),
-        ("negative dim", image(&t(r#"{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}"#), 8)),
-        ("missing dtype", image(&t(r#"{"shape":[2],"data_offsets":[0,8]}"#), 8)),
-        ("missing shape", image(&t(r#"{"dtype":"F32","data_offsets":[0,8]}"#), 8)),
-        ("missing offsets", image(&t(r#"{"dtype":"F32","shape":[2]}"#), 8)),
-        ("dtype not a string", image(&t(r#"{"dtype":7,"shape":[2],"data_offsets":[0,8]}"#), 8)),
-        ("unknown dtype", image(&t(r#"{"dtype":"F33","shape":[2],"data_offsets":[0,8]}"#), 8)),
+        (
+            "offsets past end",
+            image(
+                &t(r#"{"dtype":"F32","shape":[4],"data_offsets":[0,16]}"#),
+                8,
+            ),
+        ),
+        (
+            "begin past end",
+            image(&t(r#"{"dtype":"F32","shape":[0],"data_offsets":[9,9]}"#), 8),
+        ),
+        (
+            "begin after end",
+            image(&t(r#"{"dtype":"F32","shape":[1],"data_offsets":[8,4]}"#), 8),
+        ),
+        (
+            "huge offsets",
+            image(
+                &t(
+                    r#"{"dtype":"F32","shape":[1],"data_offsets":[18446744073709551612,18446744073709551615]}"#,
+                ),
+                8,
+            ),
+        ),
+        (
+            "offset beyond u64",
+            image(
+                &t(r#"{"dtype":"F32","shape":[1],"data_offsets":[0,99999999999999999999999]}"#),
+                8,
+            ),
+        ),
+        (
+            "negative offset",
+            image(
+                &t(r#"{"dtype":"F32","shape":[1],"data_offsets":[-4,0]}"#),
+                8,
+            ),
+        ),
+        (
+            "float offset",
+            image(
+                &t(r#"{"dtype":"F32","shape":[1],"data_offsets":[0.0,4.0]}"#),
+                8,
+            ),
+        ),
+        (
+            "three offsets",
+            image(
+                &t(r#"{"dtype":"F32","shape":[1],"data_offsets":[0,4,8]}"#),
+                8,
+            ),
+        ),
+        (
+            "one offset",
+            image(&t(r#"{"dtype":"F32","shape":[1],"data_offsets":[4]}"#), 8),
+        ),
+        (
+            "size mismatch",
+            image(&t(r#"{"dtype":"F32","shape":[3],"data_offsets":[0,8]}"#), 8),
+        ),
+        (
+            "f16 size mismatch",
+            image(
+                &t(r#"{"dtype":"F16","shape":[2,3],"data_offsets":[0,8]}"#),
+                8,
+            ),
+        ),
+        (
+            "shape overflow",
+            image(
+                &t(r#"{"dtype":"F32","shape":[4294967296,4294967296,4],"data_offsets":[0,8]}"#),
+                8,
+            ),
+        ),
+        (
+            "negative dim",
+            image(
+                &t(r#"{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}"#),
+                8,
+            ),
+        ),
+        (
+            "missing dtype",
+            image(&t(r#"{"shape":[2],"data_offsets":[0,8]}"#), 8),
+        ),
+        (
+            "missing shape",
+            image(&t(r#"{"dtype":"F32","data_offsets":[0,8]}"#), 8),
+        ),
+        (
+            "missing offsets",
+            image(&t(r#"{"dtype":"F32","shape":[2]}"#), 8),
+        ),
+        (
+            "dtype not a string",
+            image(&t(r#"{"dtype":7,"shape":[2],"data_offsets":[0,8]}"#), 8),
+        ),
+        (
+            "unknown dtype",
+            image(&t(r#"{"dtype":"F33","shape":[2],"data_offsets":[0,8]}"#), 8),
+        ),
         ("entry not an object", image(&t("[1,2]"), 8)),
         ("root not an object", image("[]", 0)),
         ("not json", image("{\"t\":", 8)),
         ("trailing garbage", image("{}x", 0)),
-        ("metadata not strings", image(r#"{"__metadata__":{"a":1}}"#, 0)),
-        ("metadata not an object", image(r#"{"__metadata__":"pt"}"#, 0)),
+        (
+            "metadata not strings",
+            image(r#"{"__metadata__":{"a":1}}"#, 0),
+        ),
+        (
+            "metadata not an object",
+            image(r#"{"__metadata__":"pt"}"#, 0),
+        ),
         (
             "overlap",
             image(
@@ -150,11 +252,20 @@ fn hand_made_corruptions_are_errors() {
                 10,
             ),
         ),
-        ("gap before first tensor", image(&t(r#"{"dtype":"F16","shape":[1],"data_offsets":[2,4]}"#), 4)),
-        ("unused tail", image(&t(r#"{"dtype":"F32","shape":[1],"data_offsets":[0,4]}"#), 5)),
+        (
+            "gap before first tensor",
+            image(&t(r#"{"dtype":"F16","shape":[1],"data_offsets":[2,4]}"#), 4),
+        ),
+        (
+            "unused tail",
+            image(&t(r#"{"dtype":"F32","shape":[1],"data_offsets":[0,4]}"#), 5),
+        ),
         ("no tensors but data", image("{}", 1)),
         ("invalid utf-8", {
-            let mut v = image("{\"\u{e9}\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]}}", 0);
+            let mut v = image(
+                "{\"\u{e9}\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]}}",
+                0,
+            );
             v[10] = 0xff;
             v
         }),
@@ -173,7 +284,9 @@ fn hand_made_corruptions_are_errors() {
 }
 
 fn scratch_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("safetensors_corrupt").join(name);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("safetensors_corrupt")
+        .join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -185,34 +298,56 @@ fn write_index(dir: &Path, json: &str) {
 
 #[test]
 fn bad_indexes_are_errors() {
-    let shard = image(r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#, 4);
+    let shard = image(
+        r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#,
+        4,
+    );
 
     let dir = scratch_dir("missing_tensor");
     std::fs::write(dir.join("s1.safetensors"), &shard).unwrap();
-    write_index(&dir, r#"{"weight_map":{"a":"s1.safetensors","b":"s1.safetensors"}}"#);
-    let e = SafetensorsModel::open_dir(&dir).err().expect("missing tensor accepted");
+    write_index(
+        &dir,
+        r#"{"weight_map":{"a":"s1.safetensors","b":"s1.safetensors"}}"#,
+    );
+    let e = SafetensorsModel::open_dir(&dir)
+        .err()
+        .expect("missing tensor accepted");
     assert!(e.to_string().contains("missing tensor b"), "{e}");
 
     let dir = scratch_dir("wrong_shard");
     std::fs::write(dir.join("s1.safetensors"), &shard).unwrap();
     std::fs::write(dir.join("s2.safetensors"), image("{}", 0)).unwrap();
-    write_index(&dir, r#"{"weight_map":{"a":"s2.safetensors","x":"s1.safetensors"}}"#);
+    write_index(
+        &dir,
+        r#"{"weight_map":{"a":"s2.safetensors","x":"s1.safetensors"}}"#,
+    );
     assert!(SafetensorsModel::open_dir(&dir).is_err());
 
     let dir = scratch_dir("duplicate");
     std::fs::write(dir.join("s1.safetensors"), &shard).unwrap();
     std::fs::write(dir.join("s2.safetensors"), &shard).unwrap();
-    write_index(&dir, r#"{"weight_map":{"a":"s1.safetensors","b":"s2.safetensors"}}"#);
-    let e = SafetensorsModel::open_dir(&dir).err().expect("duplicate accepted");
+    write_index(
+        &dir,
+        r#"{"weight_map":{"a":"s1.safetensors","b":"s2.safetensors"}}"#,
+    );
+    let e = SafetensorsModel::open_dir(&dir)
+        .err()
+        .expect("duplicate accepted");
     assert!(e.to_string().contains("duplicate tensor a"), "{e}");
 
     let dir = scratch_dir("absent_shard");
     write_index(&dir, r#"{"weight_map":{"a":"nope.safetensors"}}"#);
-    assert!(matches!(SafetensorsModel::open_dir(&dir), Err(Error::Io { .. })));
+    assert!(matches!(
+        SafetensorsModel::open_dir(&dir),
+        Err(Error::Io { .. })
+    ));
 
     let dir = scratch_dir("escape");
     write_index(&dir, r#"{"weight_map":{"a":"../s1.safetensors"}}"#);
-    assert!(matches!(SafetensorsModel::open_dir(&dir), Err(Error::ModelFormat { .. })));
+    assert!(matches!(
+        SafetensorsModel::open_dir(&dir),
+        Err(Error::ModelFormat { .. })
+    ));
 
     for (name, json) in [
         ("no_map", r#"{"metadata":{}}"#),
@@ -222,6 +357,12 @@ fn bad_indexes_are_errors() {
     ] {
         let dir = scratch_dir(name);
         write_index(&dir, json);
-        assert!(matches!(SafetensorsModel::open_dir(&dir), Err(Error::ModelFormat { .. })), "{name}");
+        assert!(
+            matches!(
+                SafetensorsModel::open_dir(&dir),
+                Err(Error::ModelFormat { .. })
+            ),
+            "{name}"
+        );
     }
 }

@@ -28,8 +28,8 @@ pub const INDEX_FILE: &str = "model.safetensors.index.json";
 
 /// dtypes the safetensors format defines that this crate does not read (named in errors).
 const KNOWN_UNSUPPORTED: &[&str] = &[
-    "BOOL", "U8", "I8", "I16", "U16", "I32", "U32", "I64", "U64", "F64", "F8_E4M3", "F8_E5M2", "F8_E8M0", "F4",
-    "F6_E2M3", "F6_E3M2", "C64",
+    "BOOL", "U8", "I8", "I16", "U16", "I32", "U32", "I64", "U64", "F64", "F8_E4M3", "F8_E5M2",
+    "F8_E8M0", "F4", "F6_E2M3", "F6_E3M2", "C64",
 ];
 
 /// One tensor entry of a safetensors header.
@@ -70,12 +70,22 @@ pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<SafetensorsHeader> {
     let len_bytes: [u8; 8] = bytes
         .get(..8)
         .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| Error::format(path, format!("file too short for a safetensors header ({} bytes)", bytes.len())))?;
+        .ok_or_else(|| {
+            Error::format(
+                path,
+                format!(
+                    "file too short for a safetensors header ({} bytes)",
+                    bytes.len()
+                ),
+            )
+        })?;
     let header_len = u64::from_le_bytes(len_bytes);
     if header_len > MAX_HEADER_BYTES {
         return Err(Error::format(
             path,
-            format!("safetensors header length {header_len} exceeds the {MAX_HEADER_BYTES}-byte limit"),
+            format!(
+                "safetensors header length {header_len} exceeds the {MAX_HEADER_BYTES}-byte limit"
+            ),
         ));
     }
     let available = (bytes.len() - 8) as u64;
@@ -89,13 +99,19 @@ pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<SafetensorsHeader> {
     let data_start = 8 + header_len as usize;
     let json = &bytes[8..data_start];
     if json.first() != Some(&b'{') {
-        return Err(Error::format(path, "safetensors header is not a JSON object"));
+        return Err(Error::format(
+            path,
+            "safetensors header is not a JSON object",
+        ));
     }
     let root: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(json)
         .map_err(|e| Error::format(path, format!("safetensors header is not valid JSON: {e}")))?;
 
     let data_len = bytes.len() - data_start;
-    let mut header = SafetensorsHeader { data_start, ..Default::default() };
+    let mut header = SafetensorsHeader {
+        data_start,
+        ..Default::default()
+    };
     for (name, entry) in root {
         if name == "__metadata__" {
             header.metadata = parse_metadata(path, &entry)?;
@@ -112,33 +128,53 @@ pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<SafetensorsHeader> {
         let n = shape
             .iter()
             .try_fold(1usize, |a, &d| a.checked_mul(d))
-            .ok_or_else(|| Error::format(path, format!("tensor {name}: shape {shape:?} overflows")))?;
-        let need = dtype
-            .bytes_for(n)
-            .ok_or_else(|| Error::format(path, format!("tensor {name}: shape {shape:?} overflows")))?;
+            .ok_or_else(|| {
+                Error::format(path, format!("tensor {name}: shape {shape:?} overflows"))
+            })?;
+        let need = dtype.bytes_for(n).ok_or_else(|| {
+            Error::format(path, format!("tensor {name}: shape {shape:?} overflows"))
+        })?;
         if need != len {
             return Err(Error::format(
                 path,
-                format!("tensor {name}: {len} bytes stored but shape {shape:?} of {} needs {need}", dtype.name()),
+                format!(
+                    "tensor {name}: {len} bytes stored but shape {shape:?} of {} needs {need}",
+                    dtype.name()
+                ),
             ));
         }
-        header.tensors.push(TensorInfo { name, dtype, shape, offset: data_start + begin, len });
+        header.tensors.push(TensorInfo {
+            name,
+            dtype,
+            shape,
+            offset: data_start + begin,
+            len,
+        });
     }
     // Like the reference reader, demand that the tensors tile the data section exactly: no
     // overlaps (two views of the same bytes), no gaps and no unused tail. Every conforming writer
     // produces such files, and the rule catches a corrupted header length, which shifts the data.
     // Sorting by (offset, len) puts zero-length tensors before a tensor starting at the same byte.
-    header.tensors.sort_by(|a, b| (a.offset, a.len, &a.name).cmp(&(b.offset, b.len, &b.name)));
+    header
+        .tensors
+        .sort_by(|a, b| (a.offset, a.len, &a.name).cmp(&(b.offset, b.len, &b.name)));
     let mut prev_end = data_start;
     let mut prev_name = "the header";
     for t in &header.tensors {
         if t.offset < prev_end {
-            return Err(Error::format(path, format!("tensors {prev_name} and {} overlap", t.name)));
+            return Err(Error::format(
+                path,
+                format!("tensors {prev_name} and {} overlap", t.name),
+            ));
         }
         if t.offset > prev_end {
             return Err(Error::format(
                 path,
-                format!("{} unused bytes between {prev_name} and tensor {}", t.offset - prev_end, t.name),
+                format!(
+                    "{} unused bytes between {prev_name} and tensor {}",
+                    t.offset - prev_end,
+                    t.name
+                ),
             ));
         }
         prev_end = t.offset + t.len;
@@ -147,7 +183,10 @@ pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<SafetensorsHeader> {
     if prev_end != bytes.len() {
         return Err(Error::format(
             path,
-            format!("{} unused bytes after the last tensor (the header length may be wrong)", bytes.len() - prev_end),
+            format!(
+                "{} unused bytes after the last tensor (the header length may be wrong)",
+                bytes.len() - prev_end
+            ),
         ));
     }
     Ok(header)
@@ -160,19 +199,28 @@ fn parse_metadata(path: &Path, value: &serde_json::Value) -> Result<BTreeMap<Str
     obj.iter()
         .map(|(k, v)| match v.as_str() {
             Some(s) => Ok((k.clone(), s.to_string())),
-            None => Err(Error::format(path, format!("__metadata__ value of {k} is not a string"))),
+            None => Err(Error::format(
+                path,
+                format!("__metadata__ value of {k} is not a string"),
+            )),
         })
         .collect()
 }
 
-fn parse_entry(path: &Path, name: &str, entry: &serde_json::Value) -> Result<(DType, Vec<usize>, usize, usize)> {
-    let obj = entry
-        .as_object()
-        .ok_or_else(|| Error::format(path, format!("tensor {name}: header entry is not a JSON object")))?;
-    let dtype_str = obj
-        .get("dtype")
-        .and_then(|v| v.as_str())
-        .ok_or_else(|| Error::format(path, format!("tensor {name}: missing or non-string dtype")))?;
+fn parse_entry(
+    path: &Path,
+    name: &str,
+    entry: &serde_json::Value,
+) -> Result<(DType, Vec<usize>, usize, usize)> {
+    let obj = entry.as_object().ok_or_else(|| {
+        Error::format(
+            path,
+            format!("tensor {name}: header entry is not a JSON object"),
+        )
+    })?;
+    let dtype_str = obj.get("dtype").and_then(|v| v.as_str()).ok_or_else(|| {
+        Error::format(path, format!("tensor {name}: missing or non-string dtype"))
+    })?;
     let dtype = match dtype_str {
         "F32" => DType::F32,
         "F16" => DType::F16,
@@ -183,21 +231,43 @@ fn parse_entry(path: &Path, name: &str, entry: &serde_json::Value) -> Result<(DT
                 display_name(path)
             )))
         }
-        other => return Err(Error::format(path, format!("tensor {name}: unknown dtype {other:?}"))),
+        other => {
+            return Err(Error::format(
+                path,
+                format!("tensor {name}: unknown dtype {other:?}"),
+            ))
+        }
     };
     let shape = usize_array(path, name, obj.get("shape"), "shape")?;
     let offsets = usize_array(path, name, obj.get("data_offsets"), "data_offsets")?;
     let [begin, end] = offsets[..] else {
-        return Err(Error::format(path, format!("tensor {name}: data_offsets must hold exactly two numbers")));
+        return Err(Error::format(
+            path,
+            format!("tensor {name}: data_offsets must hold exactly two numbers"),
+        ));
     };
     Ok((dtype, shape, begin, end))
 }
 
-fn usize_array(path: &Path, name: &str, v: Option<&serde_json::Value>, what: &str) -> Result<Vec<usize>> {
-    let bad = || Error::format(path, format!("tensor {name}: {what} must be an array of non-negative integers"));
+fn usize_array(
+    path: &Path,
+    name: &str,
+    v: Option<&serde_json::Value>,
+    what: &str,
+) -> Result<Vec<usize>> {
+    let bad = || {
+        Error::format(
+            path,
+            format!("tensor {name}: {what} must be an array of non-negative integers"),
+        )
+    };
     let arr = v.and_then(|v| v.as_array()).ok_or_else(bad)?;
     arr.iter()
-        .map(|x| x.as_u64().and_then(|x| usize::try_from(x).ok()).ok_or_else(bad))
+        .map(|x| {
+            x.as_u64()
+                .and_then(|x| usize::try_from(x).ok())
+                .ok_or_else(bad)
+        })
         .collect()
 }
 
@@ -221,9 +291,22 @@ fn storage_bytes(storage: &Storage) -> &[u8] {
 }
 
 /// Adds every tensor of one parsed file to `weights`.
-fn add_tensors(path: &Path, storage: &Storage, header: &SafetensorsHeader, weights: &mut WeightMap) -> Result<()> {
+fn add_tensors(
+    path: &Path,
+    storage: &Storage,
+    header: &SafetensorsHeader,
+    weights: &mut WeightMap,
+) -> Result<()> {
     for t in &header.tensors {
-        let view = TensorRef::new(path, t.name.clone(), t.dtype, t.shape.clone(), storage.clone(), t.offset, t.len)?;
+        let view = TensorRef::new(
+            path,
+            t.name.clone(),
+            t.dtype,
+            t.shape.clone(),
+            storage.clone(),
+            t.offset,
+            t.len,
+        )?;
         weights.insert(view)?;
     }
     Ok(())
@@ -274,7 +357,11 @@ impl SafetensorsModel {
         let header = parse_header(path, storage_bytes(&storage))?;
         let mut weights = WeightMap::new(path);
         add_tensors(path, &storage, &header, &mut weights)?;
-        Ok(SafetensorsModel { weights, metadata: header.metadata, files: vec![path.to_path_buf()] })
+        Ok(SafetensorsModel {
+            weights,
+            metadata: header.metadata,
+            files: vec![path.to_path_buf()],
+        })
     }
 
     /// Opens the shards named by the index file at `index`. Every entry of its `weight_map` must
@@ -292,9 +379,12 @@ impl SafetensorsModel {
         let mut expected: BTreeMap<&str, &str> = BTreeMap::new();
         let mut shards: BTreeSet<&str> = BTreeSet::new();
         for (tensor, file) in map {
-            let file = file
-                .as_str()
-                .ok_or_else(|| Error::format(index, format!("weight_map entry {tensor} is not a file name")))?;
+            let file = file.as_str().ok_or_else(|| {
+                Error::format(
+                    index,
+                    format!("weight_map entry {tensor} is not a file name"),
+                )
+            })?;
             check_shard_name(index, file)?;
             expected.insert(tensor, file);
             shards.insert(file);
@@ -322,12 +412,24 @@ impl SafetensorsModel {
             match found.get(*tensor) {
                 Some(f) if f == file => {}
                 Some(f) => {
-                    return Err(Error::format(index, format!("tensor {tensor} is listed in {file} but stored in {f}")))
+                    return Err(Error::format(
+                        index,
+                        format!("tensor {tensor} is listed in {file} but stored in {f}"),
+                    ))
                 }
-                None => return Err(Error::format(index, format!("missing tensor {tensor} (listed in {file})"))),
+                None => {
+                    return Err(Error::format(
+                        index,
+                        format!("missing tensor {tensor} (listed in {file})"),
+                    ))
+                }
             }
         }
-        Ok(SafetensorsModel { weights, metadata: metadata.unwrap_or_default(), files })
+        Ok(SafetensorsModel {
+            weights,
+            metadata: metadata.unwrap_or_default(),
+            files,
+        })
     }
 }
 
@@ -338,7 +440,10 @@ fn check_shard_name(index: &Path, file: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::format(index, format!("shard name {file:?} is not a plain relative path")))
+        Err(Error::format(
+            index,
+            format!("shard name {file:?} is not a plain relative path"),
+        ))
     }
 }
 
@@ -374,7 +479,10 @@ mod tests {
         );
         let e = parse_header(Path::new("x"), &overlap).unwrap_err();
         assert!(e.to_string().contains("overlap"), "{e}");
-        let i64 = image(r#"{"a":{"dtype":"I64","shape":[1],"data_offsets":[0,8]}}"#, &[0u8; 8]);
+        let i64 = image(
+            r#"{"a":{"dtype":"I64","shape":[1],"data_offsets":[0,8]}}"#,
+            &[0u8; 8],
+        );
         match parse_header(Path::new("x"), &i64) {
             Err(Error::Unsupported(m)) => assert!(m.contains("I64"), "{m}"),
             other => panic!("expected Unsupported, got {other:?}"),

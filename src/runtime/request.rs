@@ -38,7 +38,8 @@ pub struct SamplingParams {
     pub presence_penalty: f32,
     /// Subtracted per occurrence from logits of generated tokens; 0 disables.
     pub frequency_penalty: f32,
-    /// Seed of this request's random stream; same seed, same output.
+    /// Seed of this request's random stream; same seed, same output. 0 takes the runtime's
+    /// default seed (`RuntimeParams::seed`).
     pub seed: u64,
 }
 

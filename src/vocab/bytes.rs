@@ -7,7 +7,9 @@ use std::collections::HashMap;
 /// for themselves; the other 68 bytes are shifted to U+0100.. so that no token contains
 /// whitespace or control characters.
 pub(crate) fn byte_to_unicode() -> [char; 256] {
-    let printable = |b: u32| (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
+    let printable = |b: u32| {
+        (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b)
+    };
     let mut table = ['\0'; 256];
     let mut shifted = 0u32;
     for b in 0..256u32 {
@@ -25,7 +27,11 @@ pub(crate) fn byte_to_unicode() -> [char; 256] {
 
 /// Inverse of [`byte_to_unicode`].
 pub(crate) fn unicode_to_byte() -> HashMap<char, u8> {
-    byte_to_unicode().iter().enumerate().map(|(b, &c)| (c, b as u8)).collect()
+    byte_to_unicode()
+        .iter()
+        .enumerate()
+        .map(|(b, &c)| (c, b as u8))
+        .collect()
 }
 
 /// Appends the bytes a byte-level token string stands for; characters outside the table (a

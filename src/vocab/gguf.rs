@@ -5,6 +5,7 @@
 //! The pre-tokenizer of a byte-level vocabulary is named by `tokenizer.ggml.pre`; an unknown name
 //! is refused rather than guessed, since a wrong split rule silently changes token ids.
 
+use rayon::prelude::*;
 use tokenizers::decoders::byte_fallback::ByteFallback;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::decoders::fuse::Fuse;
@@ -45,20 +46,30 @@ pub(crate) fn build(meta: &Metadata) -> Result<Vocab> {
         .str_array_opt("tokenizer.ggml.tokens")?
         .ok_or_else(|| Error::format(&meta.source, "missing metadata key tokenizer.ggml.tokens"))?;
     if tokens.is_empty() || tokens.len() > u32::MAX as usize {
-        return Err(Error::format(&meta.source, format!("tokenizer.ggml.tokens has {} entries", tokens.len())));
+        return Err(Error::format(
+            &meta.source,
+            format!("tokenizer.ggml.tokens has {} entries", tokens.len()),
+        ));
     }
     let types = meta.i64_array_opt("tokenizer.ggml.token_type")?;
     if let Some(t) = &types {
         if t.len() != tokens.len() {
             return Err(Error::format(
                 &meta.source,
-                format!("tokenizer.ggml.token_type has {} entries for {} tokens", t.len(), tokens.len()),
+                format!(
+                    "tokenizer.ggml.token_type has {} entries for {} tokens",
+                    t.len(),
+                    tokens.len()
+                ),
             ));
         }
     }
     let types = types.unwrap_or_else(|| vec![1; tokens.len()]);
     let id_key = |key: &str| -> Result<Option<u32>> {
-        Ok(meta.u64_opt(key)?.and_then(|v| u32::try_from(v).ok()).filter(|&v| (v as usize) < tokens.len()))
+        Ok(meta
+            .u64_opt(key)?
+            .and_then(|v| u32::try_from(v).ok())
+            .filter(|&v| (v as usize) < tokens.len()))
     };
     let ids = SpecialIds {
         bos: id_key("tokenizer.ggml.bos_token_id")?,
@@ -67,8 +78,16 @@ pub(crate) fn build(meta: &Metadata) -> Result<Vocab> {
         pad: id_key("tokenizer.ggml.padding_token_id")?,
     };
     let (mut tokenizer, spelling, add_bos_default) = match model {
-        "gpt2" => (byte_level(meta, &tokens, &types, &ids)?, TokenSpelling::ByteLevel, false),
-        "llama" => (sentencepiece(meta, &tokens, &ids)?, TokenSpelling::SentencePiece, true),
+        "gpt2" => (
+            byte_level(meta, &tokens, &types, &ids)?,
+            TokenSpelling::ByteLevel,
+            false,
+        ),
+        "llama" => (
+            sentencepiece(meta, &tokens, &ids)?,
+            TokenSpelling::SentencePiece,
+            true,
+        ),
         other => {
             return Err(Error::Unsupported(format!(
                 "{}: tokenizer.ggml.model {other:?} is not supported (known: gpt2, llama)",
@@ -76,8 +95,12 @@ pub(crate) fn build(meta: &Metadata) -> Result<Vocab> {
             )))
         }
     };
-    let add_bos = meta.bool_opt("tokenizer.ggml.add_bos_token")?.unwrap_or(add_bos_default);
-    let add_eos = meta.bool_opt("tokenizer.ggml.add_eos_token")?.unwrap_or(false);
+    let add_bos = meta
+        .bool_opt("tokenizer.ggml.add_bos_token")?
+        .unwrap_or(add_bos_default);
+    let add_eos = meta
+        .bool_opt("tokenizer.ggml.add_eos_token")?
+        .unwrap_or(false);
     let bos_str = ids.bos.map(|i| tokens[i as usize]);
     let eos_str = ids.eos.map(|i| tokens[i as usize]);
     tokenizer.with_post_processor(Some(post_processor(
@@ -86,7 +109,11 @@ pub(crate) fn build(meta: &Metadata) -> Result<Vocab> {
     )?));
 
     let mut eos = Vec::new();
-    for key in ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"] {
+    for key in [
+        "tokenizer.ggml.eos_token_id",
+        "tokenizer.ggml.eot_token_id",
+        "tokenizer.ggml.eom_token_id",
+    ] {
         eos.extend(id_key(key)?);
     }
     Vocab::assemble(tokenizer, spelling, ids.bos, &eos)
@@ -101,7 +128,12 @@ struct SpecialIds {
 }
 
 /// GPT-2 style byte-level BPE with the file's merges.
-fn byte_level(meta: &Metadata, tokens: &[&str], types: &[i64], ids: &SpecialIds) -> Result<Tokenizer> {
+fn byte_level(
+    meta: &Metadata,
+    tokens: &[&str],
+    types: &[i64],
+    ids: &SpecialIds,
+) -> Result<Tokenizer> {
     let table = bytes::byte_to_unicode();
     let alphabet: std::collections::HashSet<char> = table.iter().copied().collect();
     let in_alphabet = |t: &str| t.chars().all(|c| alphabet.contains(&c));
@@ -126,7 +158,10 @@ fn byte_level(meta: &Metadata, tokens: &[&str], types: &[i64], ids: &SpecialIds)
             let mut parts = m.split(' ');
             match (parts.next(), parts.next(), parts.next()) {
                 (Some(a), Some(b), None) => Ok((a.to_string(), b.to_string())),
-                _ => Err(Error::format(&meta.source, format!("tokenizer.ggml.merges entry {m:?} is not two tokens"))),
+                _ => Err(Error::format(
+                    &meta.source,
+                    format!("tokenizer.ggml.merges entry {m:?} is not two tokens"),
+                )),
             }
         })
         .collect::<Result<Vec<_>>>()?;
@@ -147,9 +182,18 @@ fn byte_level(meta: &Metadata, tokens: &[&str], types: &[i64], ids: &SpecialIds)
     // Control tokens are special; user-defined ones are plain added tokens (matched whole in
     // text). A control token outside the byte alphabet is a mislabel and stays an ordinary token.
     // The named special tokens (BOS, EOS, UNK, PAD) are special too, whatever their type says.
-    let named = [ids.bos, ids.eos, ids.unk, ids.pad].into_iter().flatten().map(|i| tokens[i as usize]);
+    let named = [ids.bos, ids.eos, ids.unk, ids.pad]
+        .into_iter()
+        .flatten()
+        .map(|i| tokens[i as usize]);
     let control: Vec<AddedToken> = named
-        .chain(tokens.iter().zip(types).filter(|(_, &ty)| ty == TYPE_CONTROL).map(|(t, _)| *t))
+        .chain(
+            tokens
+                .iter()
+                .zip(types)
+                .filter(|(_, &ty)| ty == TYPE_CONTROL)
+                .map(|(t, _)| *t),
+        )
         .filter(|t| in_alphabet(t))
         .map(|t| AddedToken::from(t, true).normalized(false))
         .collect();
@@ -167,15 +211,29 @@ fn byte_level(meta: &Metadata, tokens: &[&str], types: &[i64], ids: &SpecialIds)
 /// The pre-tokenizer for a `tokenizer.ggml.pre` value, `None` if unknown.
 fn byte_level_pre_tokenizer(pre: &str) -> Option<Result<PreTokenizerWrapper>> {
     let split = |re: &str| -> Result<PreTokenizerWrapper> {
-        let split = Split::new(SplitPattern::Regex(re.to_string()), SplitDelimiterBehavior::Isolated, false)
-            .map_err(tok_err)?;
-        Ok(PreSequence::new(vec![split.into(), ByteLevel::new(false, true, false).into()]).into())
+        let split = Split::new(
+            SplitPattern::Regex(re.to_string()),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )
+        .map_err(tok_err)?;
+        Ok(PreSequence::new(vec![
+            split.into(),
+            ByteLevel::new(false, true, false).into(),
+        ])
+        .into())
     };
     Some(match pre {
         "default" | "gpt2" => Ok(ByteLevel::new(false, true, true).into()),
         // SmolLM's own tokenizer.json (and llama.cpp) split every digit before the GPT-2 rule.
-        "smollm" => Ok(PreSequence::new(vec![Digits::new(true).into(), ByteLevel::new(false, true, true).into()]).into()),
-        "llama3" | "llama-v3" | "llama-bpe" | "dbrx" | "smaug-bpe" | "falcon3" => split(LLAMA3_SPLIT),
+        "smollm" => Ok(PreSequence::new(vec![
+            Digits::new(true).into(),
+            ByteLevel::new(false, true, true).into(),
+        ])
+        .into()),
+        "llama3" | "llama-v3" | "llama-bpe" | "dbrx" | "smaug-bpe" | "falcon3" => {
+            split(LLAMA3_SPLIT)
+        }
         "qwen2" | "deepseek-r1-qwen" => split(QWEN2_SPLIT),
         _ => return None,
     })
@@ -208,7 +266,12 @@ fn sentencepiece(meta: &Metadata, tokens: &[&str], ids: &SpecialIds) -> Result<T
             .map(|m| {
                 m.split_once(' ')
                     .map(|(a, b)| (a.to_string(), b.to_string()))
-                    .ok_or_else(|| Error::format(&meta.source, format!("tokenizer.ggml.merges entry {m:?} is not two tokens")))
+                    .ok_or_else(|| {
+                        Error::format(
+                            &meta.source,
+                            format!("tokenizer.ggml.merges entry {m:?} is not two tokens"),
+                        )
+                    })
             })
             .collect::<Result<Vec<_>>>()?,
         None => {
@@ -219,11 +282,17 @@ fn sentencepiece(meta: &Metadata, tokens: &[&str], ids: &SpecialIds) -> Result<T
             } else {
                 let s = meta
                     .f64_array_opt("tokenizer.ggml.scores")?
-                    .ok_or_else(|| Error::format(&meta.source, "missing metadata key tokenizer.ggml.scores"))?;
+                    .ok_or_else(|| {
+                        Error::format(&meta.source, "missing metadata key tokenizer.ggml.scores")
+                    })?;
                 if s.len() != spelled.len() {
                     return Err(Error::format(
                         &meta.source,
-                        format!("tokenizer.ggml.scores has {} entries for {} tokens", s.len(), spelled.len()),
+                        format!(
+                            "tokenizer.ggml.scores has {} entries for {} tokens",
+                            s.len(),
+                            spelled.len()
+                        ),
                     ));
                 }
                 s
@@ -231,7 +300,10 @@ fn sentencepiece(meta: &Metadata, tokens: &[&str], ids: &SpecialIds) -> Result<T
             generate_merges(&spelled, &vocab, &scores)
         }
     };
-    let mut builder = BPE::builder().vocab_and_merges(vocab, merges).byte_fallback(true).fuse_unk(true);
+    let mut builder = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .byte_fallback(true)
+        .fuse_unk(true);
     if gemma {
         let unk = ids.unk.map(|i| tokens[i as usize]).unwrap_or("<unk>");
         builder = builder.unk_token(unk.to_string());
@@ -246,13 +318,25 @@ fn sentencepiece(meta: &Metadata, tokens: &[&str], ids: &SpecialIds) -> Result<T
         Fuse::new().into(),
     ];
     if gemma {
-        tokenizer.with_normalizer(Some(Replace::new(" ", "\u{2581}").map_err(tok_err)?)).map_err(tok_err)?;
-        let split = Split::new(SplitPattern::String(" ".into()), SplitDelimiterBehavior::MergedWithPrevious, false)
+        tokenizer
+            .with_normalizer(Some(Replace::new(" ", "\u{2581}").map_err(tok_err)?))
             .map_err(tok_err)?;
+        let split = Split::new(
+            SplitPattern::String(" ".into()),
+            SplitDelimiterBehavior::MergedWithPrevious,
+            false,
+        )
+        .map_err(tok_err)?;
         tokenizer.with_pre_tokenizer(Some(split));
     } else {
-        let prefix = meta.bool_opt("tokenizer.ggml.add_space_prefix")?.unwrap_or(true);
-        let scheme = if prefix { PrependScheme::First } else { PrependScheme::Never };
+        let prefix = meta
+            .bool_opt("tokenizer.ggml.add_space_prefix")?
+            .unwrap_or(true);
+        let scheme = if prefix {
+            PrependScheme::First
+        } else {
+            PrependScheme::Never
+        };
         tokenizer.with_pre_tokenizer(Some(Metaspace::new('\u{2581}', scheme, false)));
         if prefix {
             decoders.push(Strip::new(' ', 1, 0).into());
@@ -260,7 +344,9 @@ fn sentencepiece(meta: &Metadata, tokens: &[&str], ids: &SpecialIds) -> Result<T
     }
     tokenizer.with_decoder(Some(DecoderSequence::new(decoders)));
 
-    let types = meta.i64_array_opt("tokenizer.ggml.token_type")?.unwrap_or_default();
+    let types = meta
+        .i64_array_opt("tokenizer.ggml.token_type")?
+        .unwrap_or_default();
     let mut special: Vec<AddedToken> = [ids.bos, ids.eos, ids.unk, ids.pad]
         .into_iter()
         .flatten()
@@ -295,35 +381,51 @@ fn generate_merges(tokens: &[String], vocab: &BpeVocab, scores: &[f64]) -> Vec<(
         len_r: usize,
         score: f64,
     }
-    let mut merges = Vec::new();
-    let mut local = Vec::new();
-    for (token, &score) in tokens.iter().zip(scores) {
-        local.clear();
-        let n_chars = token.chars().count();
-        for (k, (at, _)) in token.char_indices().enumerate().skip(1) {
-            let (l, r) = token.split_at(at);
-            if let (Some(&li), Some(&ri)) = (vocab.get(l), vocab.get(r)) {
-                local.push(Merge { l: li, r: ri, len_l: k, len_r: n_chars - k, score });
-            }
-        }
-        local.sort_by_key(|m| (m.l, m.r));
-        merges.append(&mut local);
-    }
+    // Each token's cuts are independent, so they are found in parallel; rayon's collect keeps
+    // token order and its sort is stable, so the result is the sequential one.
+    let mut merges: Vec<Merge> = tokens
+        .par_iter()
+        .zip(scores.par_iter())
+        .flat_map_iter(|(token, &score)| {
+            let n_chars = token.chars().count();
+            let mut local: Vec<Merge> = token
+                .char_indices()
+                .enumerate()
+                .skip(1)
+                .filter_map(|(k, (at, _))| {
+                    let (l, r) = token.split_at(at);
+                    let (&li, &ri) = (vocab.get(l)?, vocab.get(r)?);
+                    Some(Merge {
+                        l: li,
+                        r: ri,
+                        len_l: k,
+                        len_r: n_chars - k,
+                        score,
+                    })
+                })
+                .collect();
+            local.sort_by_key(|m| (m.l, m.r));
+            local
+        })
+        .collect();
     // Stable sort, descending on (score, len_l, len_r), as Python's sorted(..., reverse=True).
-    merges.sort_by(|a, b| {
+    merges.par_sort_by(|a, b| {
         b.score
             .total_cmp(&a.score)
             .then(b.len_l.cmp(&a.len_l))
             .then(b.len_r.cmp(&a.len_r))
     });
     merges
-        .into_iter()
+        .par_iter()
         .map(|m| (tokens[m.l as usize].clone(), tokens[m.r as usize].clone()))
         .collect()
 }
 
 /// A post-processor that adds `bos` in front and `eos` behind, when given.
-pub(super) fn post_processor(bos: Option<(u32, &str)>, eos: Option<(u32, &str)>) -> Result<TemplateProcessing> {
+fn post_processor(
+    bos: Option<(u32, &str)>,
+    eos: Option<(u32, &str)>,
+) -> Result<TemplateProcessing> {
     let mut single = Vec::new();
     let mut pair = Vec::new();
     let mut specials = Vec::new();
@@ -360,8 +462,15 @@ mod tests {
 
     #[test]
     fn generated_merges_rank_better_tokens_first() {
-        let tokens: Vec<String> = ["a", "b", "c", "ab", "abc", "bc"].iter().map(|s| s.to_string()).collect();
-        let vocab: BpeVocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        let tokens: Vec<String> = ["a", "b", "c", "ab", "abc", "bc"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let vocab: BpeVocab = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
         let scores = [0.0, 0.0, 0.0, -1.0, -2.0, -3.0];
         let m = generate_merges(&tokens, &vocab, &scores);
         let m: Vec<(&str, &str)> = m.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();

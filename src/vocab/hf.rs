@@ -1,5 +1,5 @@
 //! Loads a Hugging Face tokenizer directory: `tokenizer.json` is the pipeline itself; the side
-//! files name BOS/EOS, the BOS/EOS flags and the extra end-of-generation ids.
+//! files name BOS/EOS and the extra end-of-generation ids.
 
 use std::path::Path;
 
@@ -34,8 +34,16 @@ pub(crate) fn token_text(v: Option<&Value>) -> Option<String> {
 /// Ids in a generation_config.json field that is a number or a list of numbers.
 fn id_list(v: Option<&Value>) -> Vec<u32> {
     match v {
-        Some(Value::Number(n)) => n.as_u64().and_then(|x| u32::try_from(x).ok()).into_iter().collect(),
-        Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_u64()).filter_map(|x| u32::try_from(x).ok()).collect(),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .and_then(|x| u32::try_from(x).ok())
+            .into_iter()
+            .collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_u64())
+            .filter_map(|x| u32::try_from(x).ok())
+            .collect(),
         _ => Vec::new(),
     }
 }
@@ -44,13 +52,15 @@ fn id_list(v: Option<&Value>) -> Vec<u32> {
 pub(crate) fn build(dir: &Path) -> Result<Vocab> {
     let path = dir.join("tokenizer.json");
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let mut tokenizer: Tokenizer =
-        text.parse().map_err(|e| Error::format(&path, format!("not a valid tokenizer.json: {e}")))?;
+    let tokenizer: Tokenizer = text
+        .parse()
+        .map_err(|e| Error::format(&path, format!("not a valid tokenizer.json: {e}")))?;
     let config = read_json(dir, "tokenizer_config.json")?.unwrap_or(Value::Null);
     let special_map = read_json(dir, "special_tokens_map.json")?.unwrap_or(Value::Null);
     let generation = read_json(dir, "generation_config.json")?.unwrap_or(Value::Null);
 
-    let named = |key: &str| token_text(config.get(key)).or_else(|| token_text(special_map.get(key)));
+    let named =
+        |key: &str| token_text(config.get(key)).or_else(|| token_text(special_map.get(key)));
     let bos_text = named("bos_token");
     let eos_text = named("eos_token");
     let bos = bos_text
@@ -58,22 +68,21 @@ pub(crate) fn build(dir: &Path) -> Result<Vocab> {
         .and_then(|t| tokenizer.token_to_id(t))
         .or_else(|| id_list(generation.get("bos_token_id")).first().copied());
 
-    // transformers rebuilds the post-processor when tokenizer_config.json states the flags.
-    let add_bos = config.get("add_bos_token").and_then(Value::as_bool);
-    let add_eos = config.get("add_eos_token").and_then(Value::as_bool);
-    if add_bos.is_some() || add_eos.is_some() {
-        let b = bos_text.as_deref().filter(|_| add_bos == Some(true));
-        let b = b.and_then(|s| tokenizer.token_to_id(s).map(|id| (id, s)));
-        let e = eos_text.as_deref().filter(|_| add_eos == Some(true));
-        let e = e.and_then(|s| tokenizer.token_to_id(s).map(|id| (id, s)));
-        let processor = super::gguf::post_processor(b, e)?;
-        tokenizer.with_post_processor(Some(processor));
-    }
+    // BOS/EOS insertion is the post-processor of tokenizer.json alone: transformers (5.x) drops
+    // tokenizer_config.json's add_bos_token/add_eos_token whenever tokenizer.json exists.
 
-    let mut eos: Vec<u32> = eos_text.as_deref().and_then(|t| tokenizer.token_to_id(t)).into_iter().collect();
+    let mut eos: Vec<u32> = eos_text
+        .as_deref()
+        .and_then(|t| tokenizer.token_to_id(t))
+        .into_iter()
+        .collect();
     eos.extend(id_list(generation.get("eos_token_id")));
 
     let decoder = serde_json::to_string(&tokenizer.get_decoder()).map_err(tok_err)?;
-    let spelling = if decoder.contains("\"ByteLevel\"") { TokenSpelling::ByteLevel } else { TokenSpelling::SentencePiece };
+    let spelling = if decoder.contains("\"ByteLevel\"") {
+        TokenSpelling::ByteLevel
+    } else {
+        TokenSpelling::SentencePiece
+    };
     Vocab::assemble(tokenizer, spelling, bos, &eos)
 }

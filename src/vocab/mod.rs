@@ -95,8 +95,10 @@ impl Vocab {
         bos: Option<u32>,
         eos_candidates: &[u32],
     ) -> Result<Vocab> {
-        let n = tokenizer.get_vocab_size(true);
         let added = tokenizer.get_added_tokens_decoder();
+        // A tokenizer.json may number added tokens past the end of the model's vocabulary.
+        let past_added = added.keys().map(|&id| id as usize + 1).max().unwrap_or(0);
+        let n = tokenizer.get_vocab_size(true).max(past_added);
         let mut special = vec![false; n];
         for (&id, tok) in &added {
             if tok.special && (id as usize) < n {
@@ -111,8 +113,12 @@ impl Vocab {
                 piece_bytes.extend_from_slice(tok.content.as_bytes());
             } else if let Some(s) = tokenizer.id_to_token(id) {
                 match spelling {
-                    TokenSpelling::ByteLevel => bytes::byte_level_bytes(&s, &unicode_to_byte, &mut piece_bytes),
-                    TokenSpelling::SentencePiece => bytes::sentencepiece_bytes(&s, &mut piece_bytes),
+                    TokenSpelling::ByteLevel => {
+                        bytes::byte_level_bytes(&s, &unicode_to_byte, &mut piece_bytes)
+                    }
+                    TokenSpelling::SentencePiece => {
+                        bytes::sentencepiece_bytes(&s, &mut piece_bytes)
+                    }
                 }
             }
             let end = u32::try_from(piece_bytes.len())
@@ -128,13 +134,22 @@ impl Vocab {
         }
         for name in END_OF_TURN_TOKENS {
             if let Some(id) = tokenizer.token_to_id(name) {
-                if special[id as usize] && seen.insert(id) {
+                if special.get(id as usize) == Some(&true) && seen.insert(id) {
                     eos.push(id);
                 }
             }
         }
         let bos = bos.filter(|&b| (b as usize) < n);
-        let mut v = Vocab { tokenizer, spelling, piece_bytes, piece_ends, special, bos, add_bos: false, eos };
+        let mut v = Vocab {
+            tokenizer,
+            spelling,
+            piece_bytes,
+            piece_ends,
+            special,
+            bos,
+            add_bos: false,
+            eos,
+        };
         // Whether BOS is added is whatever the post-processor does, so ask it rather than a flag.
         if let Some(b) = v.bos {
             v.add_bos = v.encode("", true)?.first() == Some(&b);
@@ -145,7 +160,10 @@ impl Vocab {
     /// Encodes `text`; `add_special` adds BOS/EOS as the model's tokenizer does. Special-token text
     /// such as `<|im_start|>` is always parsed as that special token.
     pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
-        let enc = self.tokenizer.encode_fast(text, add_special).map_err(tok_err)?;
+        let enc = self
+            .tokenizer
+            .encode_fast(text, add_special)
+            .map_err(tok_err)?;
         Ok(enc.get_ids().to_vec())
     }
 
@@ -170,7 +188,11 @@ impl Vocab {
     pub fn token_bytes(&self, id: u32) -> Option<&[u8]> {
         let i = id as usize;
         let end = *self.piece_ends.get(i)? as usize;
-        let start = if i == 0 { 0 } else { self.piece_ends[i - 1] as usize };
+        let start = if i == 0 {
+            0
+        } else {
+            self.piece_ends[i - 1] as usize
+        };
         Some(&self.piece_bytes[start..end])
     }
 
@@ -217,5 +239,19 @@ impl Vocab {
     /// A streaming detokenizer over this vocabulary.
     pub fn stream_decoder(&self, skip_special: bool) -> StreamDecoder<'_> {
         StreamDecoder::new(self, skip_special)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The runtime shares one vocabulary and template between request threads.
+    #[test]
+    fn vocab_and_template_are_shareable_between_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Vocab>();
+        shareable::<ChatTemplate>();
+        shareable::<StreamDecoder<'static>>();
     }
 }

@@ -3,57 +3,77 @@
 //!
 //! Decoding a single token is not enough: a character can span several byte tokens, and some
 //! decoders treat the first token of a sequence specially (SentencePiece's leading-space strip).
-//! So each step decodes a short window twice, with and without the new ids, and releases the
-//! difference, the approach of HF text-generation-inference. The window starts at the last
-//! point where released text ended on a whole character, so the work per token stays small.
+//! So each step decodes a short window of recent ids and releases the part of its text not yet
+//! released, minus any trailing U+FFFD: a replacement character at the very end may be the start
+//! of a character whose remaining bytes are still to come, while text before it can no longer
+//! change. Once everything in the window is released the window shrinks to the ids of the chunk
+//! just released, which stay as context: they start on a character boundary (byte-fallback
+//! decoders turn a whole run of byte tokens into U+FFFDs if it starts mid-character) and decide,
+//! e.g., whether the next piece's leading space is stripped.
 
 use super::Vocab;
 use crate::error::Result;
+
+/// Ids held before the window is cut even though its tail is still incomplete; no character
+/// spans that many tokens, so only a run of broken bytes can get here, and it is released as is.
+const MAX_PENDING: usize = 16;
 
 /// Incremental detokenizer over one [`Vocab`]; one per generated sequence.
 pub struct StreamDecoder<'v> {
     vocab: &'v Vocab,
     skip_special: bool,
-    /// Ids from the start of the current window.
+    /// Recent ids: the last released chunk as context, then the ids whose text is not all out yet.
     window: Vec<u32>,
-    /// How many ids of `window` have already been released as text.
-    read: usize,
+    /// Where in `window` the ids not yet fully released begin.
+    pending: usize,
+    /// Bytes of `decode(window)` already released.
+    released: usize,
 }
 
 impl<'v> StreamDecoder<'v> {
     /// A decoder with nothing pushed yet; `skip_special` drops special tokens from the text.
     pub fn new(vocab: &'v Vocab, skip_special: bool) -> Self {
-        StreamDecoder { vocab, skip_special, window: Vec::new(), read: 0 }
+        StreamDecoder {
+            vocab,
+            skip_special,
+            window: Vec::new(),
+            pending: 0,
+            released: 0,
+        }
     }
 
     /// Adds one id and returns the text it completes (possibly empty while a character is split).
     pub fn push(&mut self, id: u32) -> Result<String> {
         self.vocab.check_ids(&[id])?;
         self.window.push(id);
-        let before = self.vocab.decode(&self.window[..self.read], self.skip_special)?;
-        let now = self.vocab.decode(&self.window, self.skip_special)?;
-        // A trailing U+FFFD means the last character is still missing bytes: wait for more.
-        if now.len() <= before.len() || now.ends_with('\u{fffd}') || !now.starts_with(&before) {
-            return Ok(String::new());
+        let text = self.vocab.decode(&self.window, self.skip_special)?;
+        let stable = if self.window.len() - self.pending > MAX_PENDING {
+            text.len()
+        } else {
+            text.trim_end_matches('\u{fffd}').len()
+        };
+        // The released text is a prefix of this decode for every decoder HF ships; if some
+        // decoder rewrote it, hold output rather than emit text twice.
+        let fresh = match text.get(self.released..stable) {
+            Some(s) if stable > self.released => s.to_string(),
+            _ => String::new(),
+        };
+        self.released = self.released.max(stable);
+        if stable == text.len() {
+            self.window.drain(..self.pending);
+            self.pending = self.window.len();
+            self.released = self.vocab.decode(&self.window, self.skip_special)?.len();
         }
-        let fresh = now[before.len()..].to_string();
-        // Keep the last released id as context for the next window (it decides, e.g., whether
-        // the next piece's leading space is stripped), drop everything before it.
-        let keep_from = self.window.len() - 1;
-        self.window.drain(..keep_from);
-        self.read = self.window.len();
         Ok(fresh)
     }
 
     /// Releases whatever is still held; bytes that never formed a character become U+FFFD.
     pub fn finish(&mut self) -> Result<String> {
-        let before = self.vocab.decode(&self.window[..self.read], self.skip_special)?;
-        let now = self.vocab.decode(&self.window, self.skip_special)?;
+        let text = self.vocab.decode(&self.window, self.skip_special)?;
+        let rest = text.get(self.released..).unwrap_or("").to_string();
         self.window.clear();
-        self.read = 0;
-        Ok(match now.strip_prefix(before.as_str()) {
-            Some(rest) => rest.to_string(),
-            None => String::new(),
-        })
+        self.pending = 0;
+        self.released = 0;
+        Ok(rest)
     }
 }

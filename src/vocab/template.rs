@@ -33,7 +33,9 @@ pub struct ChatTemplate {
 
 impl std::fmt::Debug for ChatTemplate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChatTemplate").field("source", &self.source).finish()
+        f.debug_struct("ChatTemplate")
+            .field("source", &self.source)
+            .finish()
     }
 }
 
@@ -51,7 +53,11 @@ fn template_err(e: minijinja::Error) -> Error {
 
 impl ChatTemplate {
     /// Compiles `source` with BOS/EOS token strings for `bos_token`/`eos_token`.
-    pub fn new(source: impl Into<String>, bos_token: impl Into<String>, eos_token: impl Into<String>) -> Result<Self> {
+    pub fn new(
+        source: impl Into<String>,
+        bos_token: impl Into<String>,
+        eos_token: impl Into<String>,
+    ) -> Result<Self> {
         let source = source.into();
         let mut env = Environment::new();
         let syntax = SyntaxConfig::builder()
@@ -66,8 +72,14 @@ impl ChatTemplate {
         env.add_function("raise_exception", template_fns::raise_exception);
         env.add_function("strftime_now", template_fns::strftime_now);
         env.add_filter("tojson", template_fns::tojson);
-        env.add_template_owned(TEMPLATE_NAME, source.clone()).map_err(template_err)?;
-        Ok(ChatTemplate { env, source, bos_token: bos_token.into(), eos_token: eos_token.into() })
+        env.add_template_owned(TEMPLATE_NAME, source.clone())
+            .map_err(template_err)?;
+        Ok(ChatTemplate {
+            env,
+            source,
+            bos_token: bos_token.into(),
+            eos_token: eos_token.into(),
+        })
     }
 
     /// The template a GGUF file carries (`tokenizer.chat_template`), or `None` when it has none.
@@ -84,7 +96,8 @@ impl ChatTemplate {
     /// The template of a Hugging Face directory: `chat_template.jinja`, else `chat_template` in
     /// tokenizer_config.json (a string, or a list of named templates of which `default` is used).
     pub fn from_hf_dir(dir: &Path, vocab: &Vocab) -> Result<Option<ChatTemplate>> {
-        let config = hf::read_json(dir, "tokenizer_config.json")?.unwrap_or(serde_json::Value::Null);
+        let config =
+            hf::read_json(dir, "tokenizer_config.json")?.unwrap_or(serde_json::Value::Null);
         let (mut bos, mut eos) = Self::vocab_tokens(vocab);
         if let Some(b) = hf::token_text(config.get("bos_token")) {
             bos = b;
@@ -95,7 +108,8 @@ impl ChatTemplate {
         let jinja = dir.join("chat_template.jinja");
         let source = match std::fs::read_to_string(&jinja) {
             Ok(s) => Some(s),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match config.get("chat_template") {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match config.get("chat_template")
+            {
                 Some(serde_json::Value::String(s)) => Some(s.clone()),
                 Some(serde_json::Value::Array(list)) => list
                     .iter()
@@ -113,10 +127,17 @@ impl ChatTemplate {
     /// A built-in prompt style: `chatml`, `gemma`, `llama3`, `mistral` or `qwen` (ChatML with
     /// Qwen's default system prompt). The styles write their own BOS where the format has one.
     pub fn builtin(style: &str) -> Result<ChatTemplate> {
-        let src = BUILTIN.iter().find(|(name, _)| *name == style).map(|(_, src)| *src).ok_or_else(|| {
-            let known: Vec<&str> = BUILTIN.iter().map(|(n, _)| *n).collect();
-            Error::InvalidArgument(format!("unknown chat template style {style:?} (known: {})", known.join(", ")))
-        })?;
+        let src = BUILTIN
+            .iter()
+            .find(|(name, _)| *name == style)
+            .map(|(_, src)| *src)
+            .ok_or_else(|| {
+                let known: Vec<&str> = BUILTIN.iter().map(|(n, _)| *n).collect();
+                Error::InvalidArgument(format!(
+                    "unknown chat template style {style:?} (known: {})",
+                    known.join(", ")
+                ))
+            })?;
         Self::new(src, "", "")
     }
 
@@ -132,15 +153,30 @@ impl ChatTemplate {
 
     /// BOS and EOS token strings of a vocabulary, empty when it has none.
     fn vocab_tokens(vocab: &Vocab) -> (String, String) {
-        let bos = vocab.bos_id().and_then(|id| vocab.token_str(id)).unwrap_or_default();
-        let eos = vocab.eos_ids().first().and_then(|&id| vocab.token_str(id)).unwrap_or_default();
+        let bos = vocab
+            .bos_id()
+            .and_then(|id| vocab.token_str(id))
+            .unwrap_or_default();
+        let eos = vocab
+            .eos_ids()
+            .first()
+            .and_then(|&id| vocab.token_str(id))
+            .unwrap_or_default();
         (bos, eos)
     }
 
     /// Renders `messages` to prompt text; `add_generation_prompt` opens the assistant's turn.
+    /// An empty conversation is refused, as transformers refuses it.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
-        let msgs: Vec<Value> =
-            messages.iter().map(|m| context! { role => m.role.as_str(), content => m.content.as_str() }).collect();
+        if messages.is_empty() {
+            return Err(Error::InvalidArgument(
+                "cannot apply a chat template to an empty conversation: provide at least one message".into(),
+            ));
+        }
+        let msgs: Vec<Value> = messages
+            .iter()
+            .map(|m| context! { role => m.role.as_str(), content => m.content.as_str() })
+            .collect();
         let tmpl = self.env.get_template(TEMPLATE_NAME).map_err(template_err)?;
         tmpl.render(context! {
             messages => msgs,

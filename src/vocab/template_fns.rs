@@ -11,7 +11,11 @@ pub(crate) fn raise_exception(msg: String) -> Result<Value, JinjaError> {
 }
 
 /// Prints values as Jinja2 under Python does where minijinja differs (`None`, `True`, `False`).
-pub(crate) fn python_formatter(out: &mut Output, state: &mut State, value: &Value) -> Result<(), JinjaError> {
+pub(crate) fn python_formatter(
+    out: &mut Output,
+    state: &mut State,
+    value: &Value,
+) -> Result<(), JinjaError> {
     match value.kind() {
         ValueKind::None => out.write_str("None").map_err(JinjaError::from),
         ValueKind::Bool => out
@@ -35,7 +39,10 @@ pub(crate) fn tojson(value: &Value, kwargs: Kwargs) -> Result<String, JinjaError
         Some(v) => match v.as_i64() {
             Some(n) => Some(" ".repeat(n.max(0) as usize)),
             None => Some(v.as_str().map(str::to_string).ok_or_else(|| {
-                JinjaError::new(ErrorKind::InvalidOperation, "tojson indent must be a number or a string")
+                JinjaError::new(
+                    ErrorKind::InvalidOperation,
+                    "tojson indent must be a number or a string",
+                )
             })?),
         },
     };
@@ -45,10 +52,20 @@ pub(crate) fn tojson(value: &Value, kwargs: Kwargs) -> Result<String, JinjaError
                 .try_iter()?
                 .map(|v| v.as_str().map(str::to_string))
                 .collect::<Option<_>>()
-                .ok_or_else(|| JinjaError::new(ErrorKind::InvalidOperation, "tojson separators must be strings"))?;
+                .ok_or_else(|| {
+                    JinjaError::new(
+                        ErrorKind::InvalidOperation,
+                        "tojson separators must be strings",
+                    )
+                })?;
             match parts.as_slice() {
                 [a, b] => (a.clone(), b.clone()),
-                _ => return Err(JinjaError::new(ErrorKind::InvalidOperation, "tojson separators must be a pair")),
+                _ => {
+                    return Err(JinjaError::new(
+                        ErrorKind::InvalidOperation,
+                        "tojson separators must be a pair",
+                    ))
+                }
             }
         }
         None if indent.is_some() => (",".to_string(), ": ".to_string()),
@@ -56,7 +73,13 @@ pub(crate) fn tojson(value: &Value, kwargs: Kwargs) -> Result<String, JinjaError
     };
     let json = serde_json::to_value(value)
         .map_err(|e| JinjaError::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
-    let opts = JsonStyle { indent, item_sep, key_sep, ensure_ascii: ensure_ascii.unwrap_or(false), sort_keys: sort_keys.unwrap_or(false) };
+    let opts = JsonStyle {
+        indent,
+        item_sep,
+        key_sep,
+        ensure_ascii: ensure_ascii.unwrap_or(false),
+        sort_keys: sort_keys.unwrap_or(false),
+    };
     let mut out = String::new();
     opts.write(&json, 0, &mut out);
     Ok(out)
@@ -177,9 +200,29 @@ pub(crate) fn strftime_now(fmt: String) -> Result<String, JinjaError> {
 
 /// Formats Unix time `secs` (UTC) with `strftime` codes.
 pub(crate) fn strftime(fmt: &str, secs: i64) -> Result<String, JinjaError> {
-    const MONTHS: [&str; 12] =
-        ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
-    const DAYS: [&str; 7] = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    const DAYS: [&str; 7] = [
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+        "Sunday",
+    ];
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let (h, mi, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
@@ -201,7 +244,13 @@ pub(crate) fn strftime(fmt: &str, secs: i64) -> Result<String, JinjaError> {
             pad = false;
             code = chars.next();
         }
-        let num = |v: i64, w: usize| if pad { format!("{v:0w$}") } else { v.to_string() };
+        let num = |v: i64, w: usize| {
+            if pad {
+                format!("{v:0w$}")
+            } else {
+                v.to_string()
+            }
+        };
         let piece = match code {
             Some('Y') => y.to_string(),
             Some('y') => num(y.rem_euclid(100), 2),
@@ -228,7 +277,10 @@ pub(crate) fn strftime(fmt: &str, secs: i64) -> Result<String, JinjaError> {
             other => {
                 return Err(JinjaError::new(
                     ErrorKind::InvalidOperation,
-                    format!("strftime_now: unsupported format code %{}", other.map(String::from).unwrap_or_default()),
+                    format!(
+                        "strftime_now: unsupported format code %{}",
+                        other.map(String::from).unwrap_or_default()
+                    ),
                 ))
             }
         };
@@ -269,9 +321,15 @@ mod tests {
     #[test]
     fn strftime_matches_python_for_known_instants() {
         // Values from Python: datetime.fromtimestamp(t, timezone.utc).strftime(fmt).
-        assert_eq!(strftime("%Y-%m-%d %H:%M:%S", 0).unwrap(), "1970-01-01 00:00:00");
+        assert_eq!(
+            strftime("%Y-%m-%d %H:%M:%S", 0).unwrap(),
+            "1970-01-01 00:00:00"
+        );
         assert_eq!(strftime("%d %b %Y", 1_732_406_400).unwrap(), "24 Nov 2024");
-        assert_eq!(strftime("%A %B %-d, %j", 951_782_400).unwrap(), "Tuesday February 29, 060");
+        assert_eq!(
+            strftime("%A %B %-d, %j", 951_782_400).unwrap(),
+            "Tuesday February 29, 060"
+        );
         assert_eq!(strftime("%I %p", 1_700_000_000).unwrap(), "10 PM");
         assert!(strftime("%Q", 0).is_err());
     }
