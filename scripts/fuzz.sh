@@ -35,25 +35,46 @@ dict_for() {
 }
 
 cd "$root/fuzz"
-failed=()
 for t in "${targets[@]}"; do
-  seeds="$root/tests/fixtures/fuzz_corpus/$t"
-  if [ ! -d "$seeds" ]; then
-    echo "fuzz.sh: unknown target $t (no $seeds)" >&2
+  if [ ! -d "$root/tests/fixtures/fuzz_corpus/$t" ]; then
+    echo "fuzz.sh: unknown target $t (no tests/fixtures/fuzz_corpus/$t)" >&2
     exit 2
   fi
-  mkdir -p "corpus/$t"
-  echo "== $t: ${secs}s"
+done
+# One build for all targets (AddressSanitizer + coverage), then the binaries are run directly.
+cargo +nightly fuzz build
+bin_dir="$root/fuzz/target/$(rustc +nightly -vV | sed -n 's/^host: //p')/release"
+mkdir -p logs
+
+failed=()
+for t in "${targets[@]}"; do
+  mkdir -p "corpus/$t" "artifacts/$t"
+  stamp="logs/$t.stamp"
+  touch "$stamp"
+  echo "== $t: ${secs}s (log: fuzz/logs/$t.log)"
+  # Fork mode keeps fuzzing after a crash, so one shallow known bug does not hide the rest.
   # -timeout: one input may take at most 10 s (the replay test calls 5 s a hang);
-  # -rss_limit_mb also caps single allocations, so an unchecked size fails here, not on a device.
-  if ! cargo +nightly fuzz run "$t" "corpus/$t" "$seeds" -- \
-      -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -dict="$(dict_for "$t")" -print_final_stats=1; then
+  # -rss_limit_mb also caps single allocations, so an unchecked size shows up here.
+  "$bin_dir/$t" "corpus/$t" "$root/tests/fixtures/fuzz_corpus/$t" \
+    -artifact_prefix="artifacts/$t/" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
+    -fork=1 -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1 -dict="$(dict_for "$t")" \
+    >"logs/$t.log" 2>&1 || true
+  grep -E '^#[0-9]+: cov' "logs/$t.log" | tail -n 1 || true
+  found=$(find "artifacts/$t" -type f -newer "$stamp" | sort)
+  if [ -n "$found" ]; then
     failed+=("$t")
+    echo "   new crash/hang/oom inputs, by where they fail:"
+    # Re-run each input once to name the panic location (or the kind of failure).
+    for f in $found; do
+      out=$(timeout 30 "$bin_dir/$t" -runs=1 -rss_limit_mb=2048 "$f" 2>&1 || true)
+      why=$(grep -m 1 -oE 'panicked at [^ ]+|out-of-memory[^)]*\)|ERROR: AddressSanitizer: [a-z-]+|ERROR: libFuzzer: [a-z-]+' <<<"$out" || true)
+      echo "$(basename "$f" | cut -d- -f1): ${why:-no failure within 30 s on re-run (timeout?)}"
+    done | sort | uniq -c | sed 's/^/   /'
   fi
 done
 
 if [ "${#failed[@]}" -gt 0 ]; then
-  echo "fuzz.sh: crashes or hangs in: ${failed[*]} (inputs under fuzz/artifacts/)" >&2
+  echo "fuzz.sh: failures in: ${failed[*]} (inputs under fuzz/artifacts/<target>/)" >&2
   exit 1
 fi
 echo "fuzz.sh: no crashes in ${targets[*]} (${secs}s each)"
