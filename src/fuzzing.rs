@@ -42,7 +42,8 @@ pub fn gguf(data: &[u8]) -> bool {
 
 /// Parses a single safetensors file (header and tensor table) and reads a row of each tensor.
 pub fn safetensors_header(data: &[u8]) -> bool {
-    let accepted = crate::loader::safetensors::parse_header(Path::new("fuzz.safetensors"), data).is_ok();
+    let accepted =
+        crate::loader::safetensors::parse_header(Path::new("fuzz.safetensors"), data).is_ok();
     if let Ok(model) = SafetensorsModel::from_bytes("fuzz.safetensors", data.to_vec()) {
         touch_tensors(&model.weights);
     }
@@ -63,7 +64,9 @@ pub fn hf_config(data: &[u8]) -> bool {
 /// scratch directory first (one per thread, removed afterwards).
 pub fn tokenizer_json(data: &[u8]) -> bool {
     let dir = ScratchDir(scratch_dir());
-    if std::fs::create_dir_all(&dir.0).is_err() || std::fs::write(dir.0.join("tokenizer.json"), data).is_err() {
+    if std::fs::create_dir_all(&dir.0).is_err()
+        || std::fs::write(dir.0.join("tokenizer.json"), data).is_err()
+    {
         return false;
     }
     match Vocab::from_hf_dir(&dir.0) {
@@ -90,7 +93,11 @@ fn scratch_dir() -> PathBuf {
     let thread = format!("{:?}", std::thread::current().id());
     let thread: String = thread.chars().filter(char::is_ascii_alphanumeric).collect();
     let shm = Path::new("/dev/shm");
-    let base = if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() };
+    let base = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
     base.join(format!("edgellm-fuzz-{}-{thread}", std::process::id()))
 }
 
@@ -132,6 +139,9 @@ fn exercise_vocab(vocab: &Vocab) {
 fn sample_messages() -> Vec<Message> {
     ["system", "user", "assistant", "user"]
         .iter()
-        .map(|role| Message { role: role.to_string(), content: format!("a {role} turn") })
+        .map(|role| Message {
+            role: role.to_string(),
+            content: format!("a {role} turn"),
+        })
         .collect()
 }

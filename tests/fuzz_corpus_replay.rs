@@ -52,9 +52,10 @@ const KNOWN_PANICS: &[(&str, &str)] = &[
 /// caught) in code outside the harness: (seed and mutation index, what the bug is). They are
 /// skipped unless `EDGELLM_FUZZ_STRICT=1`; the same bug has a committed reproducer under
 /// `tests/fixtures/fuzz_corpus/known_hangs/`. Delete an entry once its fix lands.
-const KNOWN_ABORTS: &[(&str, &str)] = &[
-    ("ok_wordlevel.json#1154", "Vocab::assemble sizes its tables by the largest added-token id"),
-];
+const KNOWN_ABORTS: &[(&str, &str)] = &[(
+    "ok_wordlevel.json#1154",
+    "Vocab::assemble sizes its tables by the largest added-token id",
+)];
 
 /// How inputs of a target are laid out, which picks the structure-aware mutations.
 #[derive(Clone, Copy, PartialEq)]
@@ -72,22 +73,38 @@ struct Target {
 
 #[test]
 fn gguf_loader_survives_corpus_and_mutations() {
-    run(Target { name: "gguf", entry: edgellm::fuzzing::gguf, layout: Layout::Gguf });
+    run(Target {
+        name: "gguf",
+        entry: edgellm::fuzzing::gguf,
+        layout: Layout::Gguf,
+    });
 }
 
 #[test]
 fn safetensors_loader_survives_corpus_and_mutations() {
-    run(Target { name: "safetensors", entry: edgellm::fuzzing::safetensors_header, layout: Layout::Safetensors });
+    run(Target {
+        name: "safetensors",
+        entry: edgellm::fuzzing::safetensors_header,
+        layout: Layout::Safetensors,
+    });
 }
 
 #[test]
 fn hf_config_loader_survives_corpus_and_mutations() {
-    run(Target { name: "hf_config", entry: edgellm::fuzzing::hf_config, layout: Layout::Json });
+    run(Target {
+        name: "hf_config",
+        entry: edgellm::fuzzing::hf_config,
+        layout: Layout::Json,
+    });
 }
 
 #[test]
 fn tokenizer_json_loader_survives_corpus_and_mutations() {
-    run(Target { name: "tokenizer_json", entry: edgellm::fuzzing::tokenizer_json, layout: Layout::Json });
+    run(Target {
+        name: "tokenizer_json",
+        entry: edgellm::fuzzing::tokenizer_json,
+        layout: Layout::Json,
+    });
 }
 
 /// Inputs that hang a loader today, kept out of the replayed corpus (a hung thread cannot be
@@ -97,19 +114,42 @@ fn tokenizer_json_loader_survives_corpus_and_mutations() {
 fn known_hangs_now_finish() {
     install_quiet_hook();
     let targets = [
-        Target { name: "gguf", entry: edgellm::fuzzing::gguf, layout: Layout::Gguf },
-        Target { name: "safetensors", entry: edgellm::fuzzing::safetensors_header, layout: Layout::Safetensors },
-        Target { name: "hf_config", entry: edgellm::fuzzing::hf_config, layout: Layout::Json },
-        Target { name: "tokenizer_json", entry: edgellm::fuzzing::tokenizer_json, layout: Layout::Json },
+        Target {
+            name: "gguf",
+            entry: edgellm::fuzzing::gguf,
+            layout: Layout::Gguf,
+        },
+        Target {
+            name: "safetensors",
+            entry: edgellm::fuzzing::safetensors_header,
+            layout: Layout::Safetensors,
+        },
+        Target {
+            name: "hf_config",
+            entry: edgellm::fuzzing::hf_config,
+            layout: Layout::Json,
+        },
+        Target {
+            name: "tokenizer_json",
+            entry: edgellm::fuzzing::tokenizer_json,
+            layout: Layout::Json,
+        },
     ];
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzz_corpus/known_hangs");
     let mut failures = Vec::new();
     for entry in std::fs::read_dir(&dir).expect("known_hangs directory") {
         let path = entry.expect("directory entry").path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
         let target = targets
             .iter()
-            .find(|t| name.strip_prefix(t.name).is_some_and(|rest| rest.starts_with('_')))
+            .find(|t| {
+                name.strip_prefix(t.name)
+                    .is_some_and(|rest| rest.starts_with('_'))
+            })
             .unwrap_or_else(|| panic!("{name}: file name does not start with a target name"));
         let data = std::fs::read(&path).expect("read known hang");
         let mut worker = Worker::spawn(target.entry);
@@ -118,20 +158,30 @@ fn known_hangs_now_finish() {
             Outcome::Known(_, f) | Outcome::Failed(f) => failures.push(f),
         }
     }
-    assert!(failures.is_empty(), "still failing:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "still failing:\n{}",
+        failures.join("\n")
+    );
 }
 
 /// Replays the corpus, then mutates every `ok_` seed; fails listing every bad input.
 fn run(target: Target) {
     install_quiet_hook();
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzz_corpus").join(target.name);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/fuzz_corpus")
+        .join(target.name);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.expect("corpus directory entry").path())
         .filter(|p| p.is_file())
         .collect();
     files.sort();
-    assert!(files.len() > 10, "{}: corpus is missing (run gen_corpus.py)", dir.display());
+    assert!(
+        files.len() > 10,
+        "{}: corpus is missing (run gen_corpus.py)",
+        dir.display()
+    );
 
     let strict = std::env::var_os("EDGELLM_FUZZ_STRICT").is_some();
     let mut failures = Vec::new();
@@ -140,7 +190,9 @@ fn run(target: Target) {
         match outcome {
             Outcome::Accepted(a) => return a,
             Outcome::Failed(f) => failures.push(f),
-            Outcome::Known(k, f) if strict => failures.push(format!("{f} [known: {}]", KNOWN_PANICS[k].1)),
+            Outcome::Known(k, f) if strict => {
+                failures.push(format!("{f} [known: {}]", KNOWN_PANICS[k].1))
+            }
             Outcome::Known(k, f) => {
                 if known[k].0 == 0 {
                     known[k].1 = f;
@@ -153,7 +205,11 @@ fn run(target: Target) {
     let mut seeds = Vec::new();
     let mut worker = Worker::spawn(target.entry);
     for path in &files {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
         let data = std::fs::read(path).expect("read corpus file");
         let accepted = tally(call(&target, &mut worker, &name, &data), &mut failures);
         if name.starts_with("ok_") {
@@ -165,7 +221,10 @@ fn run(target: Target) {
     }
     assert!(!seeds.is_empty(), "{}: no ok_ seeds", dir.display());
 
-    let iters = std::env::var("EDGELLM_FUZZ_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(DEFAULT_ITERS);
+    let iters = std::env::var("EDGELLM_FUZZ_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_ITERS);
     let start = Instant::now();
     let mut cases = 0usize;
     let mut accepted = 0usize;
@@ -179,9 +238,16 @@ fn run(target: Target) {
                 continue;
             }
             cases += 1;
-            accepted += usize::from(tally(call(&target, &mut worker, &label, &input), &mut failures));
+            accepted += usize::from(tally(
+                call(&target, &mut worker, &label, &input),
+                &mut failures,
+            ));
         }
-        eprintln!("{}: {name}: {iters} mutants in {:.2?}", target.name, seed_start.elapsed());
+        eprintln!(
+            "{}: {name}: {iters} mutants in {:.2?}",
+            target.name,
+            seed_start.elapsed()
+        );
     }
     eprintln!(
         "{}: {} corpus files, {cases} mutants ({accepted} accepted) in {:.2?}",
@@ -191,10 +257,19 @@ fn run(target: Target) {
     );
     for ((count, first), (_, what)) in known.iter().zip(KNOWN_PANICS) {
         if *count > 0 {
-            eprintln!("{}: tolerated {count} known panics ({what}); first: {first}", target.name);
+            eprintln!(
+                "{}: tolerated {count} known panics ({what}); first: {first}",
+                target.name
+            );
         }
     }
-    assert!(failures.is_empty(), "{} loader failures ({}):\n{}", target.name, failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} loader failures ({}):\n{}",
+        target.name,
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 /// What one input did.
@@ -218,10 +293,15 @@ fn call(target: &Target, worker: &mut Worker, label: &str, data: &[u8]) -> Outco
         None => {
             // The stuck thread cannot be stopped; it is left behind and a fresh worker is used.
             *worker = Worker::spawn(target.entry);
-            (format!("no result after {SLOW_INPUT:?} (hang)"), String::new())
+            (
+                format!("no result after {SLOW_INPUT:?} (hang)"),
+                String::new(),
+            )
         }
     };
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fuzz_failures").join(target.name);
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("fuzz_failures")
+        .join(target.name);
     let file = out.join(label.replace(['#', '/'], "_"));
     let saved = std::fs::create_dir_all(&out).and_then(|_| std::fs::write(&file, data));
     let at = match saved {
@@ -229,7 +309,10 @@ fn call(target: &Target, worker: &mut Worker, label: &str, data: &[u8]) -> Outco
         Err(e) => format!("(not saved: {e})"),
     };
     let description = format!("{label}: {problem}; input saved to {at}");
-    match KNOWN_PANICS.iter().position(|(place, _)| !location.is_empty() && location.contains(place)) {
+    match KNOWN_PANICS
+        .iter()
+        .position(|(place, _)| !location.is_empty() && location.contains(place))
+    {
         Some(k) => Outcome::Known(k, description),
         None => Outcome::Failed(description),
     }
@@ -255,7 +338,9 @@ impl Worker {
                 let result = catch_unwind(AssertUnwindSafe(|| entry(&data)));
                 IN_FUZZ_CALL.with(|c| c.set(false));
                 let result = result.map_err(|_| {
-                    LAST_PANIC.with(|p| p.borrow_mut().take()).unwrap_or_else(|| ("panic".into(), String::new()))
+                    LAST_PANIC
+                        .with(|p| p.borrow_mut().take())
+                        .unwrap_or_else(|| ("panic".into(), String::new()))
                 });
                 if result_tx.send(result).is_err() {
                     break;
@@ -292,8 +377,12 @@ fn install_quiet_hook() {
                     .map(|s| s.to_string())
                     .or_else(|| info.payload().downcast_ref::<String>().cloned())
                     .unwrap_or_default();
-                let at = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
-                LAST_PANIC.with(|p| *p.borrow_mut() = Some((format!("panicked: {msg} at {at}"), at)));
+                let at = info
+                    .location()
+                    .map(|l| format!("{}:{}", l.file(), l.line()))
+                    .unwrap_or_default();
+                LAST_PANIC
+                    .with(|p| *p.borrow_mut() = Some((format!("panicked: {msg} at {at}"), at)));
             } else {
                 default(info);
             }
@@ -324,10 +413,48 @@ impl Rng {
 }
 
 /// Counts, lengths and offsets that probe overflow and allocation checks.
-const INTERESTING_U64: &[u64] =
-    &[0, 1, 2, 3, 4, 7, 8, 255, 256, 0x7fff_ffff, 0xffff_ffff, 1 << 32, 1 << 40, 1 << 62, 1 << 63, u64::MAX - 1, u64::MAX];
+const INTERESTING_U64: &[u64] = &[
+    0,
+    1,
+    2,
+    3,
+    4,
+    7,
+    8,
+    255,
+    256,
+    0x7fff_ffff,
+    0xffff_ffff,
+    1 << 32,
+    1 << 40,
+    1 << 62,
+    1 << 63,
+    u64::MAX - 1,
+    u64::MAX,
+];
 /// GGUF value and ggml type tags around the valid range, plus extremes.
-const INTERESTING_U32: &[u32] = &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 30, 39, 99, 0x7fff_ffff, u32::MAX];
+const INTERESTING_U32: &[u32] = &[
+    0,
+    1,
+    2,
+    3,
+    4,
+    5,
+    6,
+    7,
+    8,
+    9,
+    10,
+    11,
+    12,
+    13,
+    14,
+    30,
+    39,
+    99,
+    0x7fff_ffff,
+    u32::MAX,
+];
 
 /// Produces the mutants of one seed.
 struct Mutator {
@@ -350,12 +477,21 @@ enum Key {
 
 impl Mutator {
     fn new(layout: Layout, seed: &[u8], rng_seed: u64) -> Mutator {
-        let mut m = Mutator { rng: Rng(rng_seed), layout, seed: seed.to_vec(), fields: Vec::new(), json: None, tail: Vec::new() };
+        let mut m = Mutator {
+            rng: Rng(rng_seed),
+            layout,
+            seed: seed.to_vec(),
+            fields: Vec::new(),
+            json: None,
+            tail: Vec::new(),
+        };
         match layout {
             Layout::Gguf => m.fields = gguf_fields(seed),
             Layout::Json => m.json = serde_json::from_slice(seed).ok().map(with_paths),
             Layout::Safetensors => {
-                let n = seed.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize);
+                let n = seed
+                    .get(..8)
+                    .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize);
                 if let Some(header) = n.and_then(|n| seed.get(8..8 + n)) {
                     m.json = serde_json::from_slice(header).ok().map(with_paths);
                     m.tail = seed[8 + header.len()..].to_vec();
@@ -377,7 +513,11 @@ impl Mutator {
             let (pos, width) = self.rng.pick(&self.fields);
             write_int(&mut data, pos, width, &mut self.rng);
         }
-        let byte_edits = if structural { self.rng.next() % 2 } else { 1 + self.rng.next() % MAX_STACKED_MUTATIONS };
+        let byte_edits = if structural {
+            self.rng.next() % 2
+        } else {
+            1 + self.rng.next() % MAX_STACKED_MUTATIONS
+        };
         for _ in 0..byte_edits {
             self.byte_edit(&mut data);
         }
@@ -436,7 +576,10 @@ fn write_int(data: &mut [u8], pos: usize, width: usize, rng: &mut Rng) {
     if pos >= end {
         return;
     }
-    let old = data[pos..end].iter().rev().fold(0u64, |a, &b| (a << 8) | u64::from(b));
+    let old = data[pos..end]
+        .iter()
+        .rev()
+        .fold(0u64, |a, &b| (a << 8) | u64::from(b));
     let value = match rng.next() % 4 {
         0 if width == 4 => u64::from(rng.pick(INTERESTING_U32)),
         0 | 1 => rng.pick(INTERESTING_U64),
@@ -450,7 +593,21 @@ fn write_int(data: &mut [u8], pos: usize, width: usize, rng: &mut Rng) {
 fn interesting_json(rng: &mut Rng) -> Value {
     use serde_json::json;
     match rng.next() % 4 {
-        0 => rng.pick(&[0i64, -1, 1, 2, 3, 7, 1 << 31, 1 << 32, 1 << 53, i64::MAX, i64::MIN]).into(),
+        0 => rng
+            .pick(&[
+                0i64,
+                -1,
+                1,
+                2,
+                3,
+                7,
+                1 << 31,
+                1 << 32,
+                1 << 53,
+                i64::MAX,
+                i64::MIN,
+            ])
+            .into(),
         1 => rng.pick(&[u64::MAX, 1 << 63, 1 << 40]).into(),
         2 => rng.pick(&[0.5f64, -1e300, 1e300, 1e-300, 4.0]).into(),
         _ => match rng.next() % 8 {
@@ -460,9 +617,31 @@ fn interesting_json(rng: &mut Rng) -> Value {
             3 => json!({}),
             4 => json!(""),
             _ => json!(rng.pick(&[
-                "llama", "mistral", "qwen2", "qwen3", "gemma3", "gemma3_text", "F32", "F16", "BF16", "I64",
-                "sliding_attention", "full_attention", "llama3", "linear", "BPE", "WordPiece", "Unigram",
-                "ByteLevel", "Metaspace", "Sequence", "<|im_end|>", "<unk>", "▁", "\u{0}", "a b c",
+                "llama",
+                "mistral",
+                "qwen2",
+                "qwen3",
+                "gemma3",
+                "gemma3_text",
+                "F32",
+                "F16",
+                "BF16",
+                "I64",
+                "sliding_attention",
+                "full_attention",
+                "llama3",
+                "linear",
+                "BPE",
+                "WordPiece",
+                "Unigram",
+                "ByteLevel",
+                "Metaspace",
+                "Sequence",
+                "<|im_end|>",
+                "<unk>",
+                "▁",
+                "\u{0}",
+                "a b c",
             ])),
         },
     }
@@ -558,7 +737,10 @@ fn gguf_fields(b: &[u8]) -> Vec<(usize, usize)> {
             Some(s.iter().rev().fold(0u64, |a, &x| (a << 8) | u64::from(x)))
         }
         fn skip(&mut self, n: u64) -> Option<()> {
-            self.pos = self.pos.checked_add(usize::try_from(n).ok()?).filter(|&p| p <= self.b.len())?;
+            self.pos = self
+                .pos
+                .checked_add(usize::try_from(n).ok()?)
+                .filter(|&p| p <= self.b.len())?;
             Some(())
         }
         fn string(&mut self) -> Option<()> {
@@ -584,7 +766,12 @@ fn gguf_fields(b: &[u8]) -> Vec<(usize, usize)> {
             }
         }
     }
-    let mut w = Walk { b, pos: 4, fields: Vec::new(), record: true };
+    let mut w = Walk {
+        b,
+        pos: 4,
+        fields: Vec::new(),
+        record: true,
+    };
     let _ = (|| -> Option<()> {
         w.int(4)?;
         let n_tensors = w.int(8)?;

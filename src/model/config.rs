@@ -379,8 +379,7 @@ impl ModelConfig {
         if self.head_dim % 2 != 0 {
             return bad(format!("head width {} is odd; RoPE needs pairs", self.head_dim));
         }
-        const LIMIT: usize = MAX_DIM;
-        if [self.n_layers, self.hidden, self.n_heads, self.head_dim, self.ffn].iter().any(|&v| v > LIMIT) || self.vocab > 1 << 24 {
+        if [self.n_layers, self.hidden, self.n_heads, self.head_dim, self.ffn].iter().any(|&v| v > MAX_DIM) || self.vocab > 1 << 24 {
             return bad("hyperparameters exceed sane limits".into());
         }
         if self.attn_scale == 0.0 {
