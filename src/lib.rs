@@ -7,10 +7,12 @@
 
 pub mod backend;
 pub mod error;
+pub mod eval;
 pub mod ffi;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod loader;
+pub mod log;
 pub mod model;
 pub mod quant;
 pub mod runtime;

@@ -220,12 +220,7 @@ impl TensorRef {
 
     /// Number of rows (product of all but the last dimension).
     pub fn n_rows(&self) -> usize {
-        let r = self.row_len();
-        if r == 0 {
-            0
-        } else {
-            self.n_elements() / r
-        }
+        self.n_elements().checked_div(self.row_len()).unwrap_or(0)
     }
 
     /// Bytes of one row.

@@ -385,7 +385,8 @@ impl ModelConfig {
         if self.attn_scale == 0.0 {
             self.attn_scale = 1.0 / (self.head_dim as f32).sqrt();
         }
-        if !(self.rms_eps.is_finite() && self.rms_eps >= 0.0) || !(self.rope_global.theta > 0.0) {
+        let theta_ok = self.rope_global.theta.is_finite() && self.rope_global.theta > 0.0;
+        if !self.rms_eps.is_finite() || self.rms_eps < 0.0 || !theta_ok {
             return bad("non-finite norm epsilon or RoPE base".into());
         }
         // A zero or negative `query_pre_attn_scalar` would make every attention score inf/NaN.

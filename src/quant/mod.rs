@@ -103,7 +103,7 @@ fn dequant_blocks<B: QuantBlock<N>, const N: usize>(src: &[u8], dst: &mut [f32])
 pub fn dot_row(dtype: DType, w_row: &[u8], x: &[f32]) -> f32 {
     debug_assert_eq!(Some(w_row.len()), dtype.bytes_for(x.len()), "dot_row {}", dtype.name());
     match dtype {
-        DType::F32 => dot_float::<4>(w_row, x, |b| f32::from_le_bytes(b)),
+        DType::F32 => dot_float::<4>(w_row, x, f32::from_le_bytes),
         DType::F16 => dot_float::<2>(w_row, x, |b| f16_to_f32(u16::from_le_bytes(b))),
         DType::BF16 => dot_float::<2>(w_row, x, |b| bf16_to_f32(u16::from_le_bytes(b))),
         DType::Q4_0 => dot_blocks::<BlockQ4_0, QK>(w_row, x),

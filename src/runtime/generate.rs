@@ -133,7 +133,7 @@ pub(crate) fn generate(
         }
         if !tail.is_empty() {
             out.text.push_str(&tail);
-            if let Some(cb) = stream.as_deref_mut() {
+            if let Some(cb) = stream {
                 let token = out.token_ids.last().copied().unwrap_or(0);
                 cb(StreamEvent { prompt_index: ctx.prompt_index, token, text: &tail });
             }

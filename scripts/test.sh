@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The single test command: fetches the default models, runs the whole Rust suite (which also
+# fails when include/edgellm.h drifts from src/ffi), installs the library into a temporary
+# prefix, builds and runs the C/C++ API tests (ASan/UBSan) and the C++ example through CMake's
+# find_package, and checks the example's output on the default model against the oracles.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2}
+BUILD=${EDGELLM_BUILD_DIR:-$ROOT/build}
+MODEL_DIR=${EDGELLM_MODEL_DIR:-$HOME/.cache/edgellm/models}
+# Fixtures (committed): the tiny Llama model with its transformers golden, and the real-model
+# golden from transformers + llama.cpp. Overridable for testing the script itself.
+TINY_DIR=${EDGELLM_TINY_DIR:-$ROOT/tests/fixtures/tiny/llama}
+REAL_GOLDEN=${EDGELLM_REAL_GOLDEN:-$ROOT/tests/fixtures/real/smollm2.json}
+step() { echo; echo "==> $*"; }
+
+step "fetch default models"
+scripts/fetch_models.sh all
+
+step "cargo test --release (whole suite, includes the header drift check)"
+cargo test --release -j "$CARGO_BUILD_JOBS"
+
+step "install into a temporary prefix"
+PREFIX=$(mktemp -d "${TMPDIR:-/tmp}/edgellm-prefix.XXXXXX")
+trap 'rm -rf "$PREFIX"' EXIT
+scripts/install.sh "$PREFIX"
+
+step "C and C++ API tests (find_package, -Werror, ASan/UBSan)"
+rm -rf "$BUILD/c-tests"
+cmake -S tests/c -B "$BUILD/c-tests" -DCMAKE_PREFIX_PATH="$PREFIX" -DEDGELLM_TINY_DIR="$TINY_DIR" \
+  -DCMAKE_BUILD_TYPE=Debug
+cmake --build "$BUILD/c-tests" -j "$CARGO_BUILD_JOBS"
+ctest --test-dir "$BUILD/c-tests" --output-on-failure
+
+step "C++ example llm_inference (find_package, -Werror)"
+rm -rf "$BUILD/examples"
+cmake -S cpp-examples -B "$BUILD/examples" -DCMAKE_PREFIX_PATH="$PREFIX" -DCMAKE_BUILD_TYPE=Release
+cmake --build "$BUILD/examples" -j "$CARGO_BUILD_JOBS"
+
+step "llm_inference on the default model, checked against transformers + llama.cpp greedy output"
+OUT="$BUILD/examples/smollm2_capital.out.json"
+"$BUILD/examples/llm_inference" --model "$MODEL_DIR/SmolLM2-135M-Instruct.Q4_1.gguf" \
+  --input tests/c/smollm2_capital.json --output "$OUT"
+python3 tests/c/check_example_output.py "$OUT" "$REAL_GOLDEN"
+"$BUILD/examples/llm_inference" --model "$MODEL_DIR/SmolLM2-135M-Instruct.Q4_1.gguf" \
+  --prompt "Write one sentence about the sea." --max-tokens 24 --stream
+
+echo
+echo "scripts/test.sh: all steps passed"
