@@ -9,6 +9,8 @@ pub mod backend;
 pub mod error;
 pub mod eval;
 pub mod ffi;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod loader;
 pub mod log;
 pub mod model;

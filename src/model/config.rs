@@ -191,7 +191,7 @@ impl ModelConfig {
             None if n_heads > 0 => hidden / n_heads,
             None => 0,
         };
-        let n_layers = usize_of("block_count")?;
+        let n_layers = check_layers(usize_of("block_count")?, file)?;
         let vocab = match opt_usize("vocab_size")? {
             Some(v) => v,
             None => meta.array_opt("tokenizer.ggml.tokens")?.map(|a| a.len()).unwrap_or(0),
@@ -279,7 +279,7 @@ impl ModelConfig {
             None if n_heads > 0 => hidden / n_heads,
             None => 0,
         };
-        let n_layers = need("num_hidden_layers")?;
+        let n_layers = check_layers(need("num_hidden_layers")?, file)?;
         // Newer configs keep RoPE settings under `rope_parameters`; classic ones use
         // `rope_theta` + `rope_scaling`.
         let rope_obj = json.get("rope_parameters").or_else(|| json.get("rope_scaling")).filter(|v| v.is_object());
@@ -379,8 +379,7 @@ impl ModelConfig {
         if self.head_dim % 2 != 0 {
             return bad(format!("head width {} is odd; RoPE needs pairs", self.head_dim));
         }
-        const LIMIT: usize = 1 << 20;
-        if [self.n_layers, self.hidden, self.n_heads, self.head_dim, self.ffn].iter().any(|&v| v > LIMIT) || self.vocab > 1 << 24 {
+        if [self.n_layers, self.hidden, self.n_heads, self.head_dim, self.ffn].iter().any(|&v| v > MAX_DIM) || self.vocab > 1 << 24 {
             return bad("hyperparameters exceed sane limits".into());
         }
         if self.attn_scale == 0.0 {
@@ -390,11 +389,27 @@ impl ModelConfig {
         if !self.rms_eps.is_finite() || self.rms_eps < 0.0 || !theta_ok {
             return bad("non-finite norm epsilon or RoPE base".into());
         }
+        // A zero or negative `query_pre_attn_scalar` would make every attention score inf/NaN.
+        if !(self.attn_scale.is_finite() && self.attn_scale > 0.0) {
+            return bad(format!("attention scale {} is not a positive number", self.attn_scale));
+        }
         if self.trained_context == 0 {
             self.trained_context = 2048;
         }
         Ok(self)
     }
+}
+
+/// Largest layer count, width or head count accepted; real models are below 1/1000 of it.
+const MAX_DIM: usize = 1 << 20;
+
+/// Refuses an absurd layer count before per-layer tables are allocated from it: an untrusted
+/// `2^60` would otherwise abort the process on allocation instead of failing the load.
+fn check_layers(n_layers: usize, file: &Path) -> Result<usize> {
+    if n_layers > MAX_DIM {
+        return Err(Error::format(file, format!("{n_layers} layers exceed the limit of {MAX_DIM}")));
+    }
+    Ok(n_layers)
 }
 
 #[cfg(test)]
@@ -418,6 +433,32 @@ mod tests {
         let j = serde_json::json!({"model_type": "llama", "hidden_size": 64});
         let e = ModelConfig::from_hf(&j, Path::new("x/config.json")).unwrap_err().to_string();
         assert!(e.contains("num_attention_heads") && e.contains("config.json"), "{e}");
+    }
+
+    #[test]
+    fn absurd_layer_count_is_an_error_not_an_allocation() {
+        for model_type in ["llama", "mistral", "gemma3_text"] {
+            let j = serde_json::json!({
+                "model_type": model_type, "hidden_size": 64, "num_attention_heads": 4,
+                "num_hidden_layers": 1u64 << 62, "intermediate_size": 128, "vocab_size": 100,
+                "max_position_embeddings": 64, "sliding_window": 16,
+            });
+            let e = ModelConfig::from_hf(&j, Path::new("c.json")).unwrap_err().to_string();
+            assert!(e.contains("layers exceed the limit"), "{model_type}: {e}");
+        }
+    }
+
+    #[test]
+    fn non_positive_query_scalar_is_refused() {
+        for scalar in [0.0, -4.0] {
+            let j = serde_json::json!({
+                "model_type": "gemma3_text", "hidden_size": 64, "num_attention_heads": 4, "head_dim": 16,
+                "num_hidden_layers": 2, "intermediate_size": 128, "vocab_size": 100,
+                "max_position_embeddings": 64, "query_pre_attn_scalar": scalar,
+            });
+            let e = ModelConfig::from_hf(&j, Path::new("c.json")).unwrap_err().to_string();
+            assert!(e.contains("attention scale"), "{scalar}: {e}");
+        }
     }
 
     #[test]
