@@ -1,4 +1,5 @@
-//! Bad models and bad requests are errors, never panics: truncated GGUFs, a GGUF with a missing
+//! Bad models and bad requests are errors, never panics: a missing file, a folder without
+//! config.json, wrong magic, an unknown architecture, a tensor past the end, truncated GGUFs, a GGUF with a missing
 //! tensor or a wrong tensor shape, an HF directory whose config.json lacks a key or whose shard is
 //! missing, a prompt longer than the context, and token ids outside the vocabulary.
 //!
@@ -193,4 +194,50 @@ fn token_ids_outside_the_vocabulary_are_invalid_arguments() {
         }
     }
     assert!(rt.detokenize(&[400]).is_err(), "detokenizing an out-of-range id is an error");
+}
+
+#[test]
+fn missing_file_is_an_io_error_naming_it() {
+    let p = scratch("missing").join("no-such-model.gguf");
+    assert!(matches!(assert_load_fails(&p, "no-such-model.gguf", &[]), Error::Io { .. }));
+}
+
+#[test]
+fn directory_without_config_json_is_rejected_naming_it() {
+    let d = scratch("no_config");
+    write(&d, "model.safetensors", b"not used");
+    assert_load_fails(&d, "config.json", &[]);
+}
+
+#[test]
+fn wrong_magic_is_a_format_error() {
+    let d = scratch("magic");
+    let mut bytes = tiny_gguf();
+    bytes[..4].copy_from_slice(b"GGUX");
+    let p = write(&d, "model.gguf", &bytes);
+    assert!(matches!(assert_load_fails(&p, "model.gguf", &["magic"]), Error::ModelFormat { .. }));
+}
+
+#[test]
+fn tensor_extending_past_the_end_is_rejected_naming_it() {
+    let d = scratch("past_end");
+    let bytes = tiny_gguf();
+    assert_loads(&write(&d, "control.gguf", &bytes));
+    // Drop the last 4 bytes of the data section: the last tensor now ends past the file's end.
+    let p = write(&d, "model.gguf", &bytes[..bytes.len() - 4]);
+    assert_load_fails(&p, "model.gguf", &["past the end"]);
+}
+
+#[test]
+fn unknown_architecture_is_unsupported_naming_it() {
+    let d = scratch("arch");
+    let mut bytes = tiny_gguf();
+    assert_loads(&write(&d, "control.gguf", &bytes));
+    // The value of general.architecture follows its key, a u32 type tag and a u64 length.
+    let key = b"general.architecture";
+    let at = find_once(&bytes, key) + key.len() + 4 + 8;
+    assert_eq!(&bytes[at..at + 5], b"llama");
+    bytes[at..at + 5].copy_from_slice(b"bloom");
+    let p = write(&d, "model.gguf", &bytes);
+    assert!(matches!(assert_load_fails(&p, "model.gguf", &["bloom"]), Error::Unsupported(_)));
 }
