@@ -490,6 +490,21 @@ mod tests {
         assert_eq!(m, vec![("a", "b"), ("ab", "c"), ("a", "bc"), ("b", "c")]);
     }
 
+    /// The fuzz corpus's reproducer: merges "a b" with no "ab" token, on which tokenizers 0.23's
+    /// BPE builder panics.
+    #[test]
+    fn merge_result_missing_from_vocab_is_a_format_error() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/fuzz_corpus/gguf/bad_vocab_merge_result_missing.gguf");
+        let file = crate::loader::gguf::GgufFile::open(&path).expect("reproducer parses");
+        let err = build(&file.metadata).unwrap_err();
+        assert!(
+            matches!(&err, Error::ModelFormat { msg, .. }
+                if msg.contains("merge 0 (\"a\" \"b\")") && msg.contains("\"ab\"")),
+            "{err}"
+        );
+    }
+
     #[test]
     fn unknown_pre_tokenizer_is_refused() {
         assert!(byte_level_pre_tokenizer("no-such-pre").is_none());

@@ -276,4 +276,35 @@ mod tests {
         shareable::<ChatTemplate>();
         shareable::<StreamDecoder<'static>>();
     }
+
+    fn assemble_json(text: &str) -> Result<Vocab> {
+        let tokenizer: Tokenizer = text.parse().expect("valid tokenizer.json");
+        Vocab::assemble(tokenizer, TokenSpelling::ByteLevel, None, &[])
+    }
+
+    /// The fuzz corpus's reproducer: an added token with id 2^32 - 2, for which tables sized by
+    /// the largest id would take tens of gigabytes.
+    #[test]
+    fn added_token_id_far_past_the_vocabulary_is_refused() {
+        let text = include_str!(
+            "../../tests/fixtures/fuzz_corpus/tokenizer_json/bad_added_token_id_huge_in_model.json"
+        );
+        let err = assemble_json(text).unwrap_err();
+        assert!(
+            matches!(&err, Error::Tokenizer(m) if m.contains("4294967294") && m.contains("<|im_end|>")),
+            "{err}"
+        );
+    }
+
+    /// A modest gap before an added token (the model's vocabulary skips ids) is still accepted.
+    #[test]
+    fn added_token_ids_with_a_small_gap_are_accepted() {
+        let text = r#"{"added_tokens": [{"id": 1000, "content": "<x>", "special": true,
+            "single_word": false, "lstrip": false, "rstrip": false, "normalized": false}],
+            "model": {"type": "WordLevel", "vocab": {"a": 0, "b": 1, "<x>": 1000}, "unk_token": "a"}}"#;
+        let v = assemble_json(text).unwrap();
+        assert_eq!(v.n_tokens(), 1001);
+        assert!(v.is_special(1000));
+        assert_eq!(v.token_bytes(1000), Some(&b"<x>"[..]));
+    }
 }
