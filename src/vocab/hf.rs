@@ -54,8 +54,12 @@ fn id_list(v: Option<&Value>) -> Vec<u32> {
 /// 0.23 panics on a syntax error inside `"decoder"` when it reads text directly, and its BPE
 /// builder panics on a merge whose result is not a token, so merges are checked before building.
 fn parse_tokenizer(text: &str, path: &Path) -> Result<Tokenizer> {
-    let doc: Value = serde_json::from_str(text)
-        .map_err(|e| Error::format(path, format!("not a valid tokenizer.json: invalid JSON: {e}")))?;
+    let doc: Value = serde_json::from_str(text).map_err(|e| {
+        Error::format(
+            path,
+            format!("not a valid tokenizer.json: invalid JSON: {e}"),
+        )
+    })?;
     merges::check_tokenizer_json(&doc)
         .map_err(|e| Error::format(path, format!("not a valid tokenizer.json: BPE {e}")))?;
     serde_json::from_value(doc)

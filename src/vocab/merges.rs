@@ -117,10 +117,12 @@ mod tests {
 
     #[test]
     fn tokenizer_json_merges_in_both_spellings_are_checked() {
-        let doc = |merges: Value, ty: Value| {
-            json!({"model": {"type": ty, "vocab": {"a": 0, "b": 1}, "merges": merges}})
-        };
-        let bad = [json!(["a b"]), json!([["a", "b"]]), json!(["#version: 0.2", "a b"])];
+        let doc = |merges: Value, ty: Value| json!({"model": {"type": ty, "vocab": {"a": 0, "b": 1}, "merges": merges}});
+        let bad = [
+            json!(["a b"]),
+            json!([["a", "b"]]),
+            json!(["#version: 0.2", "a b"]),
+        ];
         for merges in bad {
             let err = check_tokenizer_json(&doc(merges.clone(), json!("BPE"))).unwrap_err();
             assert!(err.contains("\"ab\""), "{merges}: {err}");

@@ -43,7 +43,10 @@ const MAX_TOKEN_IDS: usize = 1 << 24;
 /// How many ids a vocabulary of `counted` tokens may span: added tokens may leave gaps (padded
 /// embedding tables), but an id far past the token count would only size the id tables.
 fn max_token_ids(counted: usize) -> usize {
-    counted.saturating_mul(2).saturating_add(1024).min(MAX_TOKEN_IDS)
+    counted
+        .saturating_mul(2)
+        .saturating_add(1024)
+        .min(MAX_TOKEN_IDS)
 }
 
 /// How a vocabulary spells bytes in its token strings.

@@ -215,10 +215,9 @@ mod tests {
 
     /// SmolLM2-135M-Instruct's own template, as committed with the tokenizer goldens.
     fn smollm2_template() -> ChatTemplate {
-        let golden: serde_json::Value = serde_json::from_str(include_str!(
-            "../../tests/fixtures/tokenizer/smollm2.json"
-        ))
-        .expect("golden JSON");
+        let golden: serde_json::Value =
+            serde_json::from_str(include_str!("../../tests/fixtures/tokenizer/smollm2.json"))
+                .expect("golden JSON");
         let src = golden["chat_template"].as_str().expect("chat_template");
         ChatTemplate::new(src, "<|im_start|>", "<|im_end|>").expect("template compiles")
     }
@@ -245,7 +244,9 @@ mod tests {
         let t = smollm2_template();
         // Ten thousand turns, and one turn of four megabytes.
         for msgs in [conversation(10_000, 200), conversation(1, 4 << 20)] {
-            let text = t.render(&msgs, true).expect("renders within the fuel limit");
+            let text = t
+                .render(&msgs, true)
+                .expect("renders within the fuel limit");
             let content: usize = msgs.iter().map(|m| m.content.len()).sum();
             assert!(text.len() > content, "{} <= {content}", text.len());
             assert!(text.ends_with("<|im_start|>assistant\n"));
