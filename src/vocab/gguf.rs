@@ -23,7 +23,7 @@ use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
 
-use super::{bytes, tok_err, TokenSpelling, Vocab};
+use super::{bytes, merges, tok_err, TokenSpelling, Vocab};
 use crate::error::{Error, Result};
 use crate::loader::metadata::Metadata;
 
@@ -165,6 +165,7 @@ fn byte_level(
             }
         })
         .collect::<Result<Vec<_>>>()?;
+    check_merges(meta, &vocab, &merges)?;
     let bpe = BPE::builder()
         .vocab_and_merges(vocab, merges)
         .build()
@@ -206,6 +207,16 @@ fn byte_level(
         .collect();
     tokenizer.add_tokens(user).map_err(tok_err)?;
     Ok(tokenizer)
+}
+
+/// Refuses merges the BPE builder cannot take (it panics when a merge's result is not a token).
+fn check_merges(meta: &Metadata, vocab: &BpeVocab, merges: &[(String, String)]) -> Result<()> {
+    merges::check(
+        |t| vocab.contains_key(t),
+        merges.iter().map(|(a, b)| (a.as_str(), b.as_str())),
+        0,
+    )
+    .map_err(|e| Error::format(&meta.source, format!("tokenizer.ggml.merges {e}")))
 }
 
 /// The pre-tokenizer for a `tokenizer.ggml.pre` value, `None` if unknown.
@@ -300,6 +311,7 @@ fn sentencepiece(meta: &Metadata, tokens: &[&str], ids: &SpecialIds) -> Result<T
             generate_merges(&spelled, &vocab, &scores)
         }
     };
+    check_merges(meta, &vocab, &merges)?;
     let mut builder = BPE::builder()
         .vocab_and_merges(vocab, merges)
         .byte_fallback(true)
@@ -476,6 +488,21 @@ mod tests {
         let m: Vec<(&str, &str)> = m.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
         // "ab" (best score) first; "abc" splits as ab+c (longer left piece first) then a+bc; "bc" last.
         assert_eq!(m, vec![("a", "b"), ("ab", "c"), ("a", "bc"), ("b", "c")]);
+    }
+
+    /// The fuzz corpus's reproducer: merges "a b" with no "ab" token, on which tokenizers 0.23's
+    /// BPE builder panics.
+    #[test]
+    fn merge_result_missing_from_vocab_is_a_format_error() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/fuzz_corpus/gguf/bad_vocab_merge_result_missing.gguf");
+        let file = crate::loader::gguf::GgufFile::open(&path).expect("reproducer parses");
+        let err = build(&file.metadata).unwrap_err();
+        assert!(
+            matches!(&err, Error::ModelFormat { msg, .. }
+                if msg.contains("merge 0 (\"a\" \"b\")") && msg.contains("\"ab\"")),
+            "{err}"
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::Path;
 use serde_json::Value;
 use tokenizers::Tokenizer;
 
-use super::{tok_err, TokenSpelling, Vocab};
+use super::{merges, tok_err, TokenSpelling, Vocab};
 use crate::error::{Error, Result};
 
 /// Reads `dir/name` as JSON, `None` when the file does not exist.
@@ -48,13 +48,29 @@ fn id_list(v: Option<&Value>) -> Vec<u32> {
     }
 }
 
+/// Parses the text of a `tokenizer.json` (read from `path`, named in errors).
+///
+/// The text is parsed to a JSON value first and the tokenizer built from that value: `tokenizers`
+/// 0.23 panics on a syntax error inside `"decoder"` when it reads text directly, and its BPE
+/// builder panics on a merge whose result is not a token, so merges are checked before building.
+fn parse_tokenizer(text: &str, path: &Path) -> Result<Tokenizer> {
+    let doc: Value = serde_json::from_str(text).map_err(|e| {
+        Error::format(
+            path,
+            format!("not a valid tokenizer.json: invalid JSON: {e}"),
+        )
+    })?;
+    merges::check_tokenizer_json(&doc)
+        .map_err(|e| Error::format(path, format!("not a valid tokenizer.json: BPE {e}")))?;
+    serde_json::from_value(doc)
+        .map_err(|e| Error::format(path, format!("not a valid tokenizer.json: {e}")))
+}
+
 /// Builds a [`Vocab`] from a Hugging Face model directory.
 pub(crate) fn build(dir: &Path) -> Result<Vocab> {
     let path = dir.join("tokenizer.json");
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let tokenizer: Tokenizer = text
-        .parse()
-        .map_err(|e| Error::format(&path, format!("not a valid tokenizer.json: {e}")))?;
+    let tokenizer = parse_tokenizer(&text, &path)?;
     let config = read_json(dir, "tokenizer_config.json")?.unwrap_or(Value::Null);
     let special_map = read_json(dir, "special_tokens_map.json")?.unwrap_or(Value::Null);
     let generation = read_json(dir, "generation_config.json")?.unwrap_or(Value::Null);
@@ -85,4 +101,36 @@ pub(crate) fn build(dir: &Path) -> Result<Vocab> {
         TokenSpelling::SentencePiece
     };
     Vocab::assemble(tokenizer, spelling, bos, &eos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// tokenizers 0.23 panics (`expect("Helper")`) when it parses this text directly.
+    #[test]
+    fn syntax_error_inside_decoder_is_a_format_error() {
+        let text = r#"{"model": {"type": "WordLevel", "vocab": {"a": 0}, "unk_token": "a"},
+                       "decoder": {"type": "ByteLevel", "x": [1, }}"#;
+        let err = parse_tokenizer(text, Path::new("dir/tokenizer.json")).unwrap_err();
+        assert!(
+            matches!(&err, Error::ModelFormat { file, msg } if file == "tokenizer.json" && msg.contains("invalid JSON")),
+            "{err}"
+        );
+    }
+
+    /// tokenizers 0.23's BPE builder panics on this merge, whose result "ab" is longer than
+    /// every token.
+    #[test]
+    fn merge_result_missing_from_vocab_is_a_format_error() {
+        let text = r#"{"model": {"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": ["a b"]}}"#;
+        let err = parse_tokenizer(text, Path::new("tokenizer.json")).unwrap_err();
+        assert!(
+            matches!(&err, Error::ModelFormat { msg, .. } if msg.contains("\"ab\"")),
+            "{err}"
+        );
+        let ok = r#"{"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": [["a", "b"]]}}"#;
+        let tok = parse_tokenizer(ok, Path::new("tokenizer.json")).unwrap();
+        assert_eq!(tok.encode("ab", false).unwrap().get_ids(), &[2]);
+    }
 }

@@ -10,6 +10,7 @@
 mod bytes;
 mod gguf;
 mod hf;
+mod merges;
 mod stream;
 mod template;
 mod template_fns;
@@ -35,6 +36,18 @@ const END_OF_TURN_TOKENS: &[&str] = &[
     "<|end_of_text|>",
     "<|end|>",
 ];
+
+/// No vocabulary may have ids at or past this (real ones stay below 2^18).
+const MAX_TOKEN_IDS: usize = 1 << 24;
+
+/// How many ids a vocabulary of `counted` tokens may span: added tokens may leave gaps (padded
+/// embedding tables), but an id far past the token count would only size the id tables.
+fn max_token_ids(counted: usize) -> usize {
+    counted
+        .saturating_mul(2)
+        .saturating_add(1024)
+        .min(MAX_TOKEN_IDS)
+}
 
 /// How a vocabulary spells bytes in its token strings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,9 +109,21 @@ impl Vocab {
         eos_candidates: &[u32],
     ) -> Result<Vocab> {
         let added = tokenizer.get_added_tokens_decoder();
-        // A tokenizer.json may number added tokens past the end of the model's vocabulary.
+        // A tokenizer.json may number added tokens past the end of the model's vocabulary, but
+        // the tables below have one entry per id up to the largest, so that id is bounded.
+        let counted = tokenizer.get_vocab_size(true);
+        let limit = max_token_ids(counted);
+        if let Some((&id, tok)) = added.iter().max_by_key(|(&id, _)| id) {
+            if id as usize >= limit {
+                return Err(Error::Tokenizer(format!(
+                    "added token {:?} has id {id}, far past the {counted} tokens of the \
+                     vocabulary (ids must stay below {limit})",
+                    tok.content
+                )));
+            }
+        }
         let past_added = added.keys().map(|&id| id as usize + 1).max().unwrap_or(0);
-        let n = tokenizer.get_vocab_size(true).max(past_added);
+        let n = counted.max(past_added);
         let mut special = vec![false; n];
         for (&id, tok) in &added {
             if tok.special && (id as usize) < n {
@@ -253,5 +278,36 @@ mod tests {
         shareable::<Vocab>();
         shareable::<ChatTemplate>();
         shareable::<StreamDecoder<'static>>();
+    }
+
+    fn assemble_json(text: &str) -> Result<Vocab> {
+        let tokenizer: Tokenizer = text.parse().expect("valid tokenizer.json");
+        Vocab::assemble(tokenizer, TokenSpelling::ByteLevel, None, &[])
+    }
+
+    /// The fuzz corpus's reproducer: an added token with id 2^32 - 2, for which tables sized by
+    /// the largest id would take tens of gigabytes.
+    #[test]
+    fn added_token_id_far_past_the_vocabulary_is_refused() {
+        let text = include_str!(
+            "../../tests/fixtures/fuzz_corpus/tokenizer_json/bad_added_token_id_huge_in_model.json"
+        );
+        let err = assemble_json(text).unwrap_err();
+        assert!(
+            matches!(&err, Error::Tokenizer(m) if m.contains("4294967294") && m.contains("<|im_end|>")),
+            "{err}"
+        );
+    }
+
+    /// A modest gap before an added token (the model's vocabulary skips ids) is still accepted.
+    #[test]
+    fn added_token_ids_with_a_small_gap_are_accepted() {
+        let text = r#"{"added_tokens": [{"id": 1000, "content": "<x>", "special": true,
+            "single_word": false, "lstrip": false, "rstrip": false, "normalized": false}],
+            "model": {"type": "WordLevel", "vocab": {"a": 0, "b": 1, "<x>": 1000}, "unk_token": "a"}}"#;
+        let v = assemble_json(text).unwrap();
+        assert_eq!(v.n_tokens(), 1001);
+        assert!(v.is_special(1000));
+        assert_eq!(v.token_bytes(1000), Some(&b"<x>"[..]));
     }
 }

@@ -23,6 +23,12 @@ const BUILTIN: &[(&str, &str)] = &[
 
 const TEMPLATE_NAME: &str = "chat";
 
+/// Work budget of one render, in minijinja fuel (about one unit per instruction and per 64 bytes
+/// of text made). SmolLM2's template spends about 26 units per message and 1 per 16 bytes of
+/// content, so this renders hundreds of thousands of messages or over 100 MB of text, while the
+/// nested `range(100000)` loops of the fuzz corpus fail after about a quarter of a second.
+pub(crate) const RENDER_FUEL: u64 = 10_000_000;
+
 /// A compiled chat template plus the special-token strings it may refer to.
 pub struct ChatTemplate {
     env: Environment<'static>,
@@ -41,6 +47,11 @@ impl std::fmt::Debug for ChatTemplate {
 
 /// Turns a minijinja error into ours, keeping the reason and the failing line.
 fn template_err(e: minijinja::Error) -> Error {
+    if e.kind() == minijinja::ErrorKind::OutOfFuel {
+        return Error::Template(format!(
+            "template took too long to render (gave up after {RENDER_FUEL} steps of work)"
+        ));
+    }
     let mut msg = match e.detail() {
         Some(d) => d.to_string(),
         None => e.to_string(),
@@ -67,6 +78,7 @@ impl ChatTemplate {
             .build()
             .map_err(template_err)?;
         env.set_syntax(syntax);
+        env.set_fuel(Some(RENDER_FUEL));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.set_formatter(template_fns::python_formatter);
         env.add_function("raise_exception", template_fns::raise_exception);
@@ -185,5 +197,65 @@ impl ChatTemplate {
             eos_token => self.eos_token.as_str(),
         })
         .map_err(template_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conversation(n: usize, content_len: usize) -> Vec<Message> {
+        (0..n)
+            .map(|i| Message {
+                role: if i % 2 == 0 { "user" } else { "assistant" }.to_string(),
+                content: format!("{i} ").repeat(content_len / 4 + 1),
+            })
+            .collect()
+    }
+
+    /// SmolLM2-135M-Instruct's own template, as committed with the tokenizer goldens.
+    fn smollm2_template() -> ChatTemplate {
+        let golden: serde_json::Value =
+            serde_json::from_str(include_str!("../../tests/fixtures/tokenizer/smollm2.json"))
+                .expect("golden JSON");
+        let src = golden["chat_template"].as_str().expect("chat_template");
+        ChatTemplate::new(src, "<|im_start|>", "<|im_end|>").expect("template compiles")
+    }
+
+    #[test]
+    fn endless_template_fails_instead_of_hanging() {
+        let t = ChatTemplate::new(
+            "{% for i in range(100000) %}{% for j in range(100000) %}{{ i }}{% endfor %}{% endfor %}",
+            "",
+            "",
+        )
+        .unwrap();
+        let start = std::time::Instant::now();
+        let err = t.render(&conversation(1, 4), true).unwrap_err();
+        assert!(
+            matches!(&err, Error::Template(m) if m.contains("took too long")),
+            "{err}"
+        );
+        assert!(start.elapsed().as_secs() < 5, "{:?}", start.elapsed());
+    }
+
+    #[test]
+    fn fuel_limit_leaves_room_for_long_real_conversations() {
+        let t = smollm2_template();
+        // Ten thousand turns, and one turn of four megabytes.
+        for msgs in [conversation(10_000, 200), conversation(1, 4 << 20)] {
+            let text = t
+                .render(&msgs, true)
+                .expect("renders within the fuel limit");
+            let content: usize = msgs.iter().map(|m| m.content.len()).sum();
+            assert!(text.len() > content, "{} <= {content}", text.len());
+            assert!(text.ends_with("<|im_start|>assistant\n"));
+        }
+        for style in ChatTemplate::builtin_styles() {
+            ChatTemplate::builtin(style)
+                .unwrap()
+                .render(&conversation(10_000, 200), true)
+                .unwrap_or_else(|e| panic!("{style}: {e}"));
+        }
     }
 }
