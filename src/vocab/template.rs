@@ -16,6 +16,7 @@ use crate::runtime::Message;
 const BUILTIN: &[(&str, &str)] = &[
     ("chatml", include_str!("templates/chatml.jinja")),
     ("gemma", include_str!("templates/gemma.jinja")),
+    ("gpt-oss", include_str!("templates/gpt-oss.jinja")),
     ("llama3", include_str!("templates/llama3.jinja")),
     ("mistral", include_str!("templates/mistral.jinja")),
     ("qwen", include_str!("templates/qwen.jinja")),
@@ -136,7 +137,7 @@ impl ChatTemplate {
         source.map(|s| Self::new(s, bos, eos)).transpose()
     }
 
-    /// A built-in prompt style: `chatml`, `gemma`, `llama3`, `mistral` or `qwen` (ChatML with
+    /// A built-in prompt style: `chatml`, `gemma`, `gpt-oss` (harmony), `llama3`, `mistral` or `qwen` (ChatML with
     /// Qwen's default system prompt). The styles write their own BOS where the format has one.
     pub fn builtin(style: &str) -> Result<ChatTemplate> {
         let src = BUILTIN
