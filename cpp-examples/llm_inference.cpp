@@ -5,12 +5,21 @@
 //                 [--temperature T] [--top-k K] [--top-p P] [--seed S] [--stream]
 //   llm_inference --model M.gguf --input requests.json --output out.json [--stream]
 //
-// The input file is parsed by the library (edgellm_request_from_json): either one request or
-// {"temperature": ..., "max_generate_length": ..., "requests": [{"messages": [...]}, ...]}
-// where top-level fields are defaults for every request. The output file holds, per request,
-// the generated text, token ids and counts, finish reason and timing.
+// The input file uses TensorRT Edge-LLM's format and is parsed by the library:
+//   {"batch_size": 2, "temperature": 1.0, "top_p": 1.0, "top_k": 50, "max_generate_length": 128,
+//    "apply_chat_template": true,
+//    "requests": [{"messages": [{"role": "user", "content": "..."}], "stop": ["..."]}, ...]}
+// Top-level fields are defaults for every entry (entries may also set our other fields, see
+// edgellm_request_from_json). Consecutive runs of batch_size entries are handled as one
+// generation request with several prompts (edgellm_request_from_json_range); the entries of
+// one batch must agree on sampling, limits, stop strings and template settings.
+// The output file has one flat entry per input request, in input order:
+//   {"responses": [{"output_text": ..., "output_ids": [...], "finish_reason": "eos|length|stop|
+//    cancelled|error", "prompt_tokens": N, "generated_tokens": N, "ttft_ms": T,
+//    "decode_tokens_per_second": R, "batch": B}, ...], "model": ..., "load_ms": ..., ...}
 #include "edgellm.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
@@ -140,16 +149,17 @@ std::string json_number(double v) {
     return buf;
 }
 
-// One output of a response as a JSON object.
-std::string output_json(const edgellm::Response& r, size_t i) {
+// Output `i` of a response as one entry of the output file's "responses" array.
+std::string response_json(const edgellm::Response& r, size_t i, size_t batch) {
     std::vector<int32_t> ids = r.token_ids(i);
-    std::string out = "{\"text\": " + json_string(r.text(i)) + ", \"token_ids\": [";
+    std::string out = "{\"output_text\": " + json_string(r.text(i)) + ", \"output_ids\": [";
     for (size_t k = 0; k < ids.size(); k++) out += (k ? ", " : "") + std::to_string(ids[k]);
-    out += "], \"prompt_tokens\": " + std::to_string(r.prompt_token_count(i));
+    out += "], \"finish_reason\": " + json_string(edgellm::finish_reason_name(r.finish_reason(i)));
+    out += ", \"prompt_tokens\": " + std::to_string(r.prompt_token_count(i));
     out += ", \"generated_tokens\": " + std::to_string(ids.size());
-    out += ", \"finish_reason\": " + json_string(edgellm::finish_reason_name(r.finish_reason(i)));
     out += ", \"ttft_ms\": " + json_number(r.ttft_ms(i));
-    out += ", \"decode_tokens_per_second\": " + json_number(r.decode_tokens_per_second(i)) + "}";
+    out += ", \"decode_tokens_per_second\": " + json_number(r.decode_tokens_per_second(i));
+    out += ", \"batch\": " + std::to_string(batch) + "}";
     return out;
 }
 
@@ -186,8 +196,11 @@ int main(int argc, char** argv) {
     double load_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_load).count();
     std::fprintf(stderr, "loaded %s (%s) in %.0f ms\n", o.model.c_str(), rt.architecture().c_str(), load_ms);
 
-    // Build the list of requests: one from the command line, or every entry of the input file.
+    // Build the list of requests: one from the command line, or one per batch of the input
+    // file, each covering `batch_size` consecutive entries (the last batch may be shorter).
     std::vector<edgellm::Request> requests;
+    std::vector<size_t> first_entry;  // index of each request's first input entry
+    size_t batch_size = 1;
     if (!o.input.empty()) {
         std::string json;
         if (!read_file(o.input, json)) {
@@ -196,10 +209,15 @@ int main(int argc, char** argv) {
         }
         auto count = edgellm::Request::count_json(json);
         if (!count) return fail(o.input.c_str(), count.status());
-        for (size_t i = 0; i < count.value(); i++) {
-            auto req = edgellm::Request::from_json(json, i);
+        auto batch = edgellm::Request::batch_size_json(json);
+        if (!batch) return fail(o.input.c_str(), batch.status());
+        batch_size = batch.value();
+        for (size_t first = 0; first < count.value(); first += batch_size) {
+            size_t n = std::min(batch_size, count.value() - first);
+            auto req = edgellm::Request::from_json_range(json, first, n);
             if (!req) return fail(o.input.c_str(), req.status());
             requests.push_back(std::move(req.value()));
+            first_entry.push_back(first);
         }
     } else {
         edgellm::Request req;
@@ -217,19 +235,21 @@ int main(int argc, char** argv) {
         if (st) st = req.set_template_style(o.template_style);
         if (!st) return fail("building the request", st);
         requests.push_back(std::move(req));
+        first_entry.push_back(0);
     }
 
     std::string results;
+    size_t entries = 0;
     auto t_all = std::chrono::steady_clock::now();
-    for (size_t i = 0; i < requests.size(); i++) {
+    for (size_t b = 0; b < requests.size(); b++) {
         if (o.stream) {
-            requests[i].set_stream([](size_t, int32_t, std::string_view piece) {
+            requests[b].set_stream([](size_t, int32_t, std::string_view piece) {
                 std::fwrite(piece.data(), 1, piece.size(), stdout);
                 std::fflush(stdout);
                 return true;
             });
         }
-        auto resp = rt.handle(requests[i]);
+        auto resp = rt.handle(requests[b]);
         if (!resp) return fail("generation", resp.status());
         const edgellm::Response& r = resp.value();
         for (size_t k = 0; k < r.count(); k++) {
@@ -239,20 +259,20 @@ int main(int argc, char** argv) {
             } else {
                 std::printf("%s\n", r.text(k).c_str());
             }
-            std::fprintf(stderr, "[request %zu] %zu prompt + %zu generated tokens, finish %s, ttft %.1f ms, %.1f tok/s\n",
-                         i, r.prompt_token_count(k), r.token_ids(k).size(),
+            std::fprintf(stderr,
+                         "[request %zu, batch %zu] %zu prompt + %zu generated tokens, finish %s, ttft %.1f ms, %.1f tok/s\n",
+                         first_entry[b] + k, b, r.prompt_token_count(k), r.token_ids(k).size(),
                          edgellm::finish_reason_name(r.finish_reason(k)), r.ttft_ms(k), r.decode_tokens_per_second(k));
+            results += std::string(entries++ ? ",\n    " : "\n    ") + response_json(r, k, b);
         }
-        results += std::string(i ? ",\n    " : "\n    ") + "{\"request\": " + std::to_string(i) + ", \"outputs\": [";
-        for (size_t k = 0; k < r.count(); k++) results += (k ? ", " : "") + output_json(r, k);
-        results += "]}";
     }
     double total_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_all).count();
 
     if (!o.output.empty()) {
         std::ofstream f(o.output, std::ios::binary);
         f << "{\n  \"model\": " << json_string(o.model) << ",\n  \"architecture\": " << json_string(rt.architecture())
-          << ",\n  \"load_ms\": " << json_number(load_ms) << ",\n  \"total_ms\": " << json_number(total_ms)
+          << ",\n  \"batch_size\": " << batch_size << ",\n  \"load_ms\": " << json_number(load_ms)
+          << ",\n  \"total_ms\": " << json_number(total_ms)
           << ",\n  \"responses\": [" << results << "\n  ]\n}\n";
         if (!f) {
             std::fprintf(stderr, "error: cannot write %s\n", o.output.c_str());

@@ -172,6 +172,21 @@ public:
         if (st != EDGELLM_OK) return Status::from(st);
         return Request(raw);
     }
+    // One request whose prompts are entries [first, first + count) of JSON text, in order
+    // (see edgellm_request_from_json_range).
+    static Expected<Request> from_json_range(std::string_view json, size_t first, size_t count) {
+        edgellm_request* raw = nullptr;
+        edgellm_status st = edgellm_request_from_json_range(json.data(), json.size(), first, count, &raw);
+        if (st != EDGELLM_OK) return Status::from(st);
+        return Request(raw);
+    }
+    // The "batch_size" of JSON text: 1 when absent (see edgellm_request_batch_size_json).
+    static Expected<size_t> batch_size_json(std::string_view json) {
+        size_t n = 0;
+        edgellm_status st = edgellm_request_batch_size_json(json.data(), json.size(), &n);
+        if (st != EDGELLM_OK) return Status::from(st);
+        return n;
+    }
     // Number of requests in JSON text.
     static Expected<size_t> count_json(std::string_view json) {
         size_t n = 0;

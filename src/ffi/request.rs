@@ -369,8 +369,10 @@ pub extern "C" fn edgellm_request_cancel(req: *const edgellm_request) -> edgellm
 /// Builds a request from JSON text (`len` bytes of UTF-8) and stores it in `*out`.
 ///
 /// The text is either one request object or a file object with a `"requests"` array whose
-/// top-level fields are defaults for every entry; `index` picks the entry (0 for a single
-/// object; `edgellm_request_count_json` tells how many there are). A request object holds
+/// top-level fields are defaults for every entry (TensorRT Edge-LLM's input format); `index`
+/// picks the entry (0 for a single object; `edgellm_request_count_json` tells how many there
+/// are). A top-level `"batch_size"` is accepted and ignored here (see
+/// `edgellm_request_from_json_range` and `edgellm_request_batch_size_json`). A request object holds
 /// exactly one of `"messages"` (array of `{"role", "content"}`), `"prompt"` (raw text) or
 /// `"token_ids"` (array of ids), and optionally `"max_generate_length"` (alias
 /// `"max_tokens"`), `"temperature"`, `"top_k"`, `"top_p"`, `"min_p"`, `"repetition_penalty"`,
@@ -397,6 +399,57 @@ pub extern "C" fn edgellm_request_from_json(
             user_data: std::ptr::null_mut(),
         };
         handle::write(out, handle::into_raw::<edgellm_request>(data), "out")
+    })
+}
+
+/// Builds one request from entries `first .. first + count` of the `"requests"` array of JSON
+/// text (`len` bytes of UTF-8) and stores it in `*out`: its prompts are those entries' prompts,
+/// in order, so that response output `i` belongs to entry `first + i`.
+///
+/// The entries are read as in `edgellm_request_from_json` (top-level fields are defaults). A
+/// request has one set of settings, so every entry of the range must resolve to the same
+/// sampling parameters, `"max_generate_length"`, `"stop"` list, `"ignore_eos"`,
+/// `"apply_chat_template"` and `"template_style"`; otherwise the call fails with
+/// `EDGELLM_ERR_INVALID_ARGUMENT` naming the entry and field. A range past the end, or `count`
+/// 0, is also `EDGELLM_ERR_INVALID_ARGUMENT`; a single request object is the range 0, 1.
+///
+/// The caller owns the request (free with `edgellm_request_destroy`); `*out` is written only on
+/// success. Thread-safe.
+#[no_mangle]
+pub extern "C" fn edgellm_request_from_json_range(
+    json: *const c_char,
+    len: usize,
+    first: usize,
+    count: usize,
+    out: *mut *mut edgellm_request,
+) -> edgellm_status {
+    boundary("edgellm_request_from_json_range", || {
+        let text = handle::str_with_len(json, len, "json")?;
+        handle::require_out(out, "out")?;
+        let request = super::request_json::parse_range(text, first, count)?;
+        let data = RequestData {
+            request,
+            stream: None,
+            user_data: std::ptr::null_mut(),
+        };
+        handle::write(out, handle::into_raw::<edgellm_request>(data), "out")
+    })
+}
+
+/// Writes the top-level `"batch_size"` of JSON text (`len` bytes of UTF-8) to `*batch_size`:
+/// how many consecutive `"requests"` entries form one batch (pass it as `count` to
+/// `edgellm_request_from_json_range`; the last batch may be shorter). 1 when absent; zero,
+/// negative or non-integer values are `EDGELLM_ERR_INVALID_ARGUMENT`. Thread-safe.
+#[no_mangle]
+pub extern "C" fn edgellm_request_batch_size_json(
+    json: *const c_char,
+    len: usize,
+    batch_size: *mut usize,
+) -> edgellm_status {
+    boundary("edgellm_request_batch_size_json", || {
+        let text = handle::str_with_len(json, len, "json")?;
+        handle::require_out(batch_size, "batch_size")?;
+        handle::write(batch_size, super::request_json::batch_size(text)?, "batch_size")
     })
 }
 

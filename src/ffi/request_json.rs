@@ -1,7 +1,9 @@
 //! Requests written as JSON (`edgellm_request_from_json`), the input format of the
-//! `llm_inference` example: either one request object, or a file object whose `"requests"`
-//! array holds request objects and whose other fields are defaults for all of them. Plain safe
-//! Rust; it lives beside `request.rs` because only the C API needs it.
+//! `llm_inference` example, which follows TensorRT Edge-LLM's: either one request object, or a
+//! file object whose `"requests"` array holds request objects and whose other fields are
+//! defaults for all of them. A file may also set `"batch_size"` (top level only): consecutive
+//! runs of that many entries form one batch, built into one request with several prompts by
+//! `parse_range`. Plain safe Rust; it lives beside `request.rs` because only the C API needs it.
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -116,10 +118,16 @@ fn fields(value: Value, what: &str) -> Result<Fields> {
     Fields::deserialize(value).map_err(|e| invalid(format!("{what}: {e}")))
 }
 
-/// A parsed top-level object: its `"requests"` array (if any) and the remaining fields.
-type TopLevel = (Option<Vec<Value>>, Map<String, Value>);
+/// A parsed top-level object: its `"requests"` array (if any), its `"batch_size"` (if any)
+/// and the remaining fields.
+struct TopLevel {
+    requests: Option<Vec<Value>>,
+    batch_size: Option<Value>,
+    rest: Map<String, Value>,
+}
 
-/// Splits the top-level object of `text` into its `"requests"` array and the other fields.
+/// Splits the top-level object of `text` into its `"requests"` array, its `"batch_size"` and
+/// the other fields.
 fn top_level(text: &str) -> Result<TopLevel> {
     let value: Value = serde_json::from_str(text).map_err(|e| invalid(format!("invalid JSON: {e}")))?;
     let Value::Object(mut object) = value else {
@@ -130,21 +138,57 @@ fn top_level(text: &str) -> Result<TopLevel> {
         Some(Value::Array(items)) => Some(items),
         Some(_) => return Err(invalid("\"requests\" must be an array".into())),
     };
-    Ok((requests, object))
+    let batch_size = object.remove("batch_size");
+    Ok(TopLevel {
+        requests,
+        batch_size,
+        rest: object,
+    })
 }
 
 /// Number of requests in `text`: the length of its `"requests"` array, or 1 for one object.
 pub(crate) fn count(text: &str) -> Result<usize> {
-    Ok(top_level(text)?.0.map_or(1, |r| r.len()))
+    Ok(top_level(text)?.requests.map_or(1, |r| r.len()))
+}
+
+/// The `"batch_size"` of `text`: 1 when absent; an error unless it is a positive integer.
+pub(crate) fn batch_size(text: &str) -> Result<usize> {
+    let Some(value) = top_level(text)?.batch_size else {
+        return Ok(1);
+    };
+    match value.as_u64() {
+        Some(n) if n > 0 => {
+            usize::try_from(n).map_err(|_| invalid(format!("\"batch_size\" {n} is too large")))
+        }
+        _ => Err(invalid(format!(
+            "\"batch_size\" must be a positive integer, not {value}"
+        ))),
+    }
 }
 
 /// Request number `index` of `text`, with file-level defaults applied.
 pub(crate) fn parse(text: &str, index: usize) -> Result<GenerationRequest> {
-    let (requests, rest) = top_level(text)?;
-    let Some(mut requests) = requests else {
-        if index != 0 {
+    parse_range(text, index, 1)
+}
+
+/// One request whose prompts are entries `first .. first + count` of `text` in order, with
+/// file-level defaults applied. Every entry must resolve to the same settings (sampling,
+/// limits, stop strings, template choice): a request has one set of each, so entries that
+/// differ are an error naming the first differing entry rather than silently merged.
+pub(crate) fn parse_range(text: &str, first: usize, count: usize) -> Result<GenerationRequest> {
+    if count == 0 {
+        return Err(invalid("a request needs at least one entry (count is 0)".into()));
+    }
+    let TopLevel {
+        requests,
+        batch_size: _,
+        rest,
+    } = top_level(text)?;
+    let Some(requests) = requests else {
+        if first != 0 || count != 1 {
             return Err(invalid(format!(
-                "index {index} out of range: the JSON holds one request"
+                "entries {first}..{} out of range: the JSON holds one request",
+                first.saturating_add(count)
             )));
         }
         return fields(Value::Object(rest), "request")?.into_request("request");
@@ -157,15 +201,59 @@ pub(crate) fn parse(text: &str, index: usize) -> Result<GenerationRequest> {
         }
     }
     let n = requests.len();
-    if index >= n {
-        return Err(invalid(format!(
-            "index {index} out of range: \"requests\" has {n} entries"
-        )));
-    }
-    let what = format!("requests[{index}]");
+    let end = first.checked_add(count).filter(|&end| end <= n);
+    let Some(end) = end else {
+        return Err(invalid(if count == 1 {
+            format!("index {first} out of range: \"requests\" has {n} entries")
+        } else {
+            format!(
+                "entries {first}..{} out of range: \"requests\" has {n} entries",
+                first.saturating_add(count)
+            )
+        }));
+    };
     let defaults = fields(Value::Object(rest), "top-level defaults")?;
-    let entry = fields(requests.swap_remove(index), &what)?;
-    defaults.overridden_by(entry).into_request(&what)
+    let mut merged: Option<GenerationRequest> = None;
+    for (index, entry) in requests.into_iter().enumerate().take(end).skip(first) {
+        let what = format!("requests[{index}]");
+        let request = defaults.clone().overridden_by(fields(entry, &what)?).into_request(&what)?;
+        match merged.as_mut() {
+            None => merged = Some(request),
+            Some(batch) => {
+                if let Some(field) = first_difference(batch, &request) {
+                    return Err(invalid(format!(
+                        "{what} sets \"{field}\" differently from requests[{first}], but they \
+                         are in one batch, which shares one value"
+                    )));
+                }
+                batch.prompts.extend(request.prompts);
+            }
+        }
+    }
+    merged.ok_or_else(|| Error::Internal("empty batch range".into()))
+}
+
+/// The name of the first setting (other than the prompts) in which `a` and `b` differ.
+fn first_difference(a: &GenerationRequest, b: &GenerationRequest) -> Option<&'static str> {
+    let (s, t) = (&a.sampling, &b.sampling);
+    [
+        ("max_generate_length", a.max_generate_length == b.max_generate_length),
+        ("stop", a.stop == b.stop),
+        ("ignore_eos", a.ignore_eos == b.ignore_eos),
+        ("apply_chat_template", a.apply_chat_template == b.apply_chat_template),
+        ("template_style", a.template_style == b.template_style),
+        ("temperature", s.temperature == t.temperature),
+        ("top_k", s.top_k == t.top_k),
+        ("top_p", s.top_p == t.top_p),
+        ("min_p", s.min_p == t.min_p),
+        ("repetition_penalty", s.repetition_penalty == t.repetition_penalty),
+        ("presence_penalty", s.presence_penalty == t.presence_penalty),
+        ("frequency_penalty", s.frequency_penalty == t.frequency_penalty),
+        ("seed", s.seed == t.seed),
+    ]
+    .into_iter()
+    .find(|&(_, same)| !same)
+    .map(|(name, _)| name)
 }
 
 #[cfg(test)]
@@ -220,5 +308,84 @@ mod tests {
         assert!(err(r#"{"prompt":"x""#).contains("invalid JSON"));
         assert!(err(r#"{"prompt":"a","requests":[{"prompt":"b"}]}"#).contains("top level"));
         assert!(err(r#"{"token_ids":[-1]}"#).contains("-1"));
+    }
+
+    #[test]
+    fn batch_size_defaults_to_one_and_must_be_positive() {
+        assert_eq!(batch_size(r#"{"requests":[{"prompt":"a"}]}"#).unwrap(), 1);
+        assert_eq!(batch_size(r#"{"batch_size":3,"requests":[]}"#).unwrap(), 3);
+        for bad in ["0", "-2", "1.5", "\"2\"", "null"] {
+            let text = format!(r#"{{"batch_size":{bad},"requests":[{{"prompt":"a"}}]}}"#);
+            let err = batch_size(&text).unwrap_err();
+            assert!(matches!(err, Error::InvalidArgument(_)), "{bad}: {err}");
+            assert!(err.to_string().contains("batch_size"), "{bad}: {err}");
+        }
+        // Accepted at the top level by every reader, rejected inside an entry.
+        let text = r#"{"batch_size":2,"requests":[{"prompt":"a"},{"prompt":"b"}]}"#;
+        assert_eq!(count(text).unwrap(), 2);
+        assert_eq!(parse(text, 1).unwrap().prompts, vec![PromptInput::Text("b".into())]);
+        let inner = r#"{"requests":[{"prompt":"a","batch_size":2}]}"#;
+        assert!(parse(inner, 0).unwrap_err().to_string().contains("batch_size"));
+    }
+
+    #[test]
+    fn range_builds_one_request_with_prompts_in_order() {
+        let text = r#"{"batch_size":2,"temperature":0.0,"top_k":50,"top_p":0.9,"max_generate_length":16,
+            "apply_chat_template":true,"requests":[
+              {"messages":[{"role":"user","content":"one"}],"stop":["."]},
+              {"prompt":"two","stop":["."]},
+              {"token_ids":[5,6],"stop":["."]}]}"#;
+        let r = parse_range(text, 0, 2).unwrap();
+        assert_eq!(
+            r.prompts,
+            vec![
+                PromptInput::Messages(vec![Message {
+                    role: "user".into(),
+                    content: "one".into()
+                }]),
+                PromptInput::Text("two".into()),
+            ]
+        );
+        assert_eq!((r.sampling.top_k, r.sampling.top_p, r.max_generate_length), (50, 0.9, 16));
+        assert_eq!(r.stop, vec![".".to_string()]);
+        assert!(r.apply_chat_template);
+        // The last batch may be short.
+        let last = parse_range(text, 2, 1).unwrap();
+        assert_eq!(last.prompts, vec![PromptInput::TokenIds(vec![5, 6])]);
+        let err = |first, n| parse_range(text, first, n).unwrap_err().to_string();
+        assert!(err(2, 2).contains("out of range"));
+        assert!(err(usize::MAX, 2).contains("out of range"));
+        assert!(err(0, 0).contains("at least one"));
+        // A single request object is the range 0..1 only.
+        let single = r#"{"prompt":"x"}"#;
+        assert_eq!(parse_range(single, 0, 1).unwrap().prompts.len(), 1);
+        assert!(parse_range(single, 0, 2).unwrap_err().to_string().contains("one request"));
+    }
+
+    #[test]
+    fn entries_of_one_batch_must_agree() {
+        let batch = |a: &str, b: &str| {
+            let text = format!(r#"{{"temperature":0.5,"requests":[{{"prompt":"a"{a}}},{{"prompt":"b"{b}}}]}}"#);
+            parse_range(&text, 0, 2).map(|r| r.prompts.len())
+        };
+        assert_eq!(batch("", r#","temperature":0.5"#).unwrap(), 2);
+        let cases = [
+            (r#","stop":["x"]"#, "", "stop"),
+            (r#","stop":["x"]"#, r#","stop":["y"]"#, "stop"),
+            ("", r#","temperature":0.7"#, "temperature"),
+            ("", r#","max_generate_length":3"#, "max_generate_length"),
+            ("", r#","seed":9"#, "seed"),
+            ("", r#","apply_chat_template":false"#, "apply_chat_template"),
+            ("", r#","template_style":"chatml""#, "template_style"),
+        ];
+        for (a, b, field) in cases {
+            let err = batch(a, b).unwrap_err();
+            assert!(matches!(err, Error::InvalidArgument(_)), "{field}: {err}");
+            let msg = err.to_string();
+            assert!(msg.contains(field) && msg.contains("requests[1]"), "{field}: {msg}");
+        }
+        // Each entry is still checked on its own, and named.
+        let text = r#"{"requests":[{"prompt":"a"},{"prompt":"b","temprature":1}]}"#;
+        assert!(parse_range(text, 0, 2).unwrap_err().to_string().contains("requests[1]"));
     }
 }

@@ -156,6 +156,39 @@ static void test_request_validation(void) {
     CHECK(contains(edgellm_last_error(), "temprature"));
     CHECK(req == NULL);
     CHECK_STATUS(edgellm_request_from_json("{", 1, 0, &req), EDGELLM_ERR_INVALID_ARGUMENT);
+
+    /* TensorRT Edge-LLM style batches: "batch_size" consecutive entries form one request. */
+    const char *batched = "{\"batch_size\":2,\"temperature\":0,\"requests\":["
+                          "{\"prompt\":\"a\"},{\"prompt\":\"b\"},{\"prompt\":\"c\",\"stop\":[\".\"]}]}";
+    size_t batch = 0;
+    CHECK_STATUS(edgellm_request_batch_size_json(batched, strlen(batched), &batch), EDGELLM_OK);
+    CHECK(batch == 2);
+    CHECK_STATUS(edgellm_request_batch_size_json(json, strlen(json), &batch), EDGELLM_OK);
+    CHECK(batch == 1);
+    const char *zero = "{\"batch_size\":0,\"requests\":[]}";
+    CHECK_STATUS(edgellm_request_batch_size_json(zero, strlen(zero), &batch), EDGELLM_ERR_INVALID_ARGUMENT);
+    CHECK(contains(edgellm_last_error(), "batch_size"));
+    const char *negative_batch = "{\"batch_size\":-1,\"requests\":[]}";
+    CHECK_STATUS(edgellm_request_batch_size_json(negative_batch, strlen(negative_batch), &batch),
+                 EDGELLM_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(edgellm_request_batch_size_json(batched, strlen(batched), NULL), EDGELLM_ERR_NULL_POINTER);
+    req = NULL;
+    CHECK_STATUS(edgellm_request_from_json_range(batched, strlen(batched), 0, 2, &req), EDGELLM_OK);
+    CHECK(req != NULL);
+    edgellm_request_destroy(req);
+    req = NULL;
+    CHECK_STATUS(edgellm_request_from_json(batched, strlen(batched), 1, &req), EDGELLM_OK);
+    edgellm_request_destroy(req);
+    req = NULL;
+    /* Entries 1 and 2 disagree on "stop"; a request has one stop list. */
+    CHECK_STATUS(edgellm_request_from_json_range(batched, strlen(batched), 1, 2, &req), EDGELLM_ERR_INVALID_ARGUMENT);
+    CHECK(contains(edgellm_last_error(), "stop"));
+    CHECK(req == NULL);
+    CHECK_STATUS(edgellm_request_from_json_range(batched, strlen(batched), 2, 2, &req), EDGELLM_ERR_INVALID_ARGUMENT);
+    CHECK(contains(edgellm_last_error(), "out of range"));
+    CHECK_STATUS(edgellm_request_from_json_range(batched, strlen(batched), 0, 0, &req), EDGELLM_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(edgellm_request_from_json_range(NULL, 3, 0, 1, &req), EDGELLM_ERR_NULL_POINTER);
+    CHECK(req == NULL);
 }
 
 static int g_log_calls = 0;
@@ -336,6 +369,39 @@ static void test_generation(const char *tiny_model, const int32_t *prompt, size_
         edgellm_response_destroy(resp);
     }
     edgellm_request_destroy(req);
+
+    /* A two-entry JSON batch of the golden prompt: one request, two outputs, both the
+     * transformers greedy continuation. */
+    {
+        char json[4096];
+        char ids_text[2048];
+        size_t pos = 0;
+        ids_text[0] = '\0';
+        for (size_t i = 0; i < n_prompt && pos + 16 < sizeof ids_text; i++)
+            pos += (size_t)snprintf(ids_text + pos, sizeof ids_text - pos, "%s%d", i ? "," : "", (int)prompt[i]);
+        int len = snprintf(json, sizeof json,
+                           "{\"batch_size\":2,\"temperature\":0,\"max_generate_length\":%zu,\"ignore_eos\":true,"
+                           "\"requests\":[{\"token_ids\":[%s]},{\"token_ids\":[%s]}]}",
+                           n_greedy, ids_text, ids_text);
+        CHECK(len > 0 && (size_t)len < sizeof json);
+        req = NULL;
+        CHECK_STATUS(edgellm_request_from_json_range(json, (size_t)len, 0, 2, &req), EDGELLM_OK);
+        resp = NULL;
+        CHECK_STATUS(edgellm_runtime_handle_request(rt, req, &resp), EDGELLM_OK);
+        if (resp != NULL) {
+            size_t count = 0;
+            CHECK_STATUS(edgellm_response_count(resp, &count), EDGELLM_OK);
+            CHECK(count == 2);
+            for (size_t k = 0; k < count && k < 2; k++) {
+                const int32_t *out_ids = NULL;
+                size_t n_out = 0;
+                CHECK_STATUS(edgellm_response_output_ids(resp, k, &out_ids, &n_out), EDGELLM_OK);
+                CHECK(n_out == n_greedy && memcmp(out_ids, greedy, n_greedy * sizeof *greedy) == 0);
+            }
+            edgellm_response_destroy(resp);
+        }
+        edgellm_request_destroy(req);
+    }
 
     /* Cancel from the stream callback: generation stops after the third token. */
     CHECK_STATUS(edgellm_request_create(&req), EDGELLM_OK);

@@ -55,6 +55,15 @@ void test_errors_without_model() {
     CHECK(parsed.status().code() == EDGELLM_ERR_INVALID_ARGUMENT);
     auto n = edgellm::Request::count_json(R"({"requests":[{"prompt":"a"},{"prompt":"b"},{"prompt":"c"}]})");
     CHECK(n.ok() && n.value() == 3);
+    const char* batched = R"({"batch_size":2,"requests":[{"prompt":"a"},{"prompt":"b"},{"prompt":"c"}]})";
+    auto batch = edgellm::Request::batch_size_json(batched);
+    CHECK(batch.ok() && batch.value() == 2);
+    CHECK(edgellm::Request::batch_size_json(R"({"prompt":"a"})").value() == 1);
+    CHECK(edgellm::Request::batch_size_json(R"({"batch_size":0,"requests":[]})").status().code() ==
+          EDGELLM_ERR_INVALID_ARGUMENT);
+    CHECK(edgellm::Request::from_json_range(batched, 0, 2).ok());
+    CHECK(edgellm::Request::from_json_range(batched, 2, 1).ok());
+    CHECK(edgellm::Request::from_json_range(batched, 2, 2).status().code() == EDGELLM_ERR_INVALID_ARGUMENT);
 
     // Moving a request keeps its stream callback valid (the callback lives on the heap).
     edgellm::Request moved = std::move(req);
