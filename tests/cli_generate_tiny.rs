@@ -41,14 +41,6 @@ fn model() -> (PathBuf, Value) {
     (dir.join("model.gguf"), golden)
 }
 
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .expect("ids")
-        .iter()
-        .map(|x| x.as_u64().expect("id") as u32)
-        .collect()
-}
-
 fn csv(ids: &[u32]) -> String {
     ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
 }
@@ -56,8 +48,8 @@ fn csv(ids: &[u32]) -> String {
 #[test]
 fn greedy_generation_matches_transformers() {
     let (model, golden) = model();
-    let prompt = ids(&golden["prompt_ids"]);
-    let greedy = ids(&golden["greedy"]);
+    let prompt = common::json_ids(&golden["prompt_ids"]);
+    let greedy = common::json_ids(&golden["greedy"]);
     let margins: Vec<f64> = golden["greedy_margins"]
         .as_array()
         .unwrap()
@@ -82,10 +74,10 @@ fn greedy_generation_matches_transformers() {
 
     let out: Value = serde_json::from_str(&ok_stdout(&[&base[..], &["--json"]].concat()))
         .expect("--json output");
-    let got = ids(&out["output_ids"]);
+    let got = common::json_ids(&out["output_ids"]);
     assert_eq!(out["token_ids"], out["output_ids"]);
     assert!(out["ttft_ms"].as_f64().unwrap() > 0.0 && out["decode_tokens_per_s"].as_f64().is_some());
-    assert_eq!(ids(&out["prompt_ids"]), prompt);
+    assert_eq!(common::json_ids(&out["prompt_ids"]), prompt);
     assert_eq!(got.len(), greedy.len(), "{out}");
     assert_eq!(out["finish_reason"], "length");
     let decided = margins.iter().take_while(|&&m| m > MARGIN_FLOAT).count();

@@ -45,10 +45,6 @@ fn json(path: &Path) -> Value {
     serde_json::from_slice(&b).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().expect("array of ids").iter().map(|x| x.as_u64().expect("id") as u32).collect()
-}
-
 fn floats(v: &Value) -> Vec<f32> {
     v.as_array().expect("array of floats").iter().map(|x| x.as_f64().expect("float") as f32).collect()
 }
@@ -62,7 +58,7 @@ fn cases() -> Vec<Case> {
             let dir = common::fixtures().join(c["dir"].as_str().unwrap());
             let golden = json(&dir.join(c["golden"].as_str().unwrap()));
             let logits = common::read_f32(&dir.join(golden["logits_file"].as_str().unwrap()));
-            let shape = ids(&golden["logits_shape"]);
+            let shape = common::json_ids(&golden["logits_shape"]);
             assert_eq!(logits.len(), (shape[0] * shape[1]) as usize);
             Case {
                 name: c["name"].as_str().unwrap().to_string(),
@@ -108,8 +104,8 @@ fn all_position_logits_match_transformers() {
     let mut failures = Vec::new();
     for (case, label, path) in model_files(&cases) {
         let rt = load(&path);
-        let input = ids(&case.golden["logits_ids"]);
-        let shape = ids(&case.golden["logits_shape"]);
+        let input = common::json_ids(&case.golden["logits_ids"]);
+        let shape = common::json_ids(&case.golden["logits_shape"]);
         let (n, vocab) = (shape[0] as usize, shape[1] as usize);
         let got = rt.logits(&input, true).unwrap_or_else(|e| panic!("{label}: logits: {e}"));
         assert_eq!(got.len(), n, "{label}: one row of logits per position");
@@ -140,7 +136,7 @@ fn last_position_logits_equal_the_all_position_row() {
     let cases = cases();
     for (case, label, path) in model_files(&cases).into_iter().take(6) {
         let rt = load(&path);
-        let input = ids(&case.golden["prompt_ids"]);
+        let input = common::json_ids(&case.golden["prompt_ids"]);
         let all = rt.logits(&input, true).unwrap();
         let last = rt.logits(&input, false).unwrap();
         assert_eq!(last.len(), 1, "{label}: last-position call returns one row");
@@ -155,8 +151,8 @@ fn greedy_continuation_matches_transformers() {
     let mut failures = Vec::new();
     for (case, label, path) in model_files(&cases) {
         let rt = load(&path);
-        let prompt = ids(&case.golden["prompt_ids"]);
-        let want = ids(&case.golden["greedy"]);
+        let prompt = common::json_ids(&case.golden["prompt_ids"]);
+        let want = common::json_ids(&case.golden["greedy"]);
         let margins = floats(&case.golden["greedy_margins"]);
         let request = GenerationRequest {
             prompts: vec![PromptInput::TokenIds(prompt.clone())],
@@ -204,7 +200,7 @@ fn hf_dir_and_gguf_give_the_same_logits() {
     for case in cases.iter().filter(|c| c.hf.is_some()) {
         let hf = load(&case.dir.join(case.hf.as_ref().unwrap()));
         let gguf = load(&case.dir.join(&case.ggufs[0]));
-        let input = ids(&case.golden["prompt_ids"]);
+        let input = common::json_ids(&case.golden["prompt_ids"]);
         let a = hf.logits(&input, true).unwrap();
         let b = gguf.logits(&input, true).unwrap();
         let d = a.iter().flatten().zip(b.iter().flatten()).fold(0f32, |m, (x, y)| m.max((x - y).abs()));

@@ -6,6 +6,8 @@
 //! llama.cpp goldens (`tests/fixtures/gen_sampling_golden.py`), so the check covers both which
 //! tokens may be drawn and how often.
 
+mod common;
+
 use edgellm::runtime::SamplingParams;
 use edgellm::sampling::{Pick, Sampler, Stage};
 use edgellm::Error;
@@ -14,25 +16,6 @@ const DRAWS: usize = 20_000;
 /// Standard-normal quantile for an upper tail of 1e-4: a correct sampler fails a given check
 /// with probability 1e-4 for an arbitrary seed (and, the seed being fixed, never flakes).
 const Z_TAIL: f64 = 3.719;
-
-/// Upper `Z_TAIL` quantile of chi-square with `df` degrees of freedom (Wilson–Hilferty).
-/// The case's `logit_bias` as (token, bias) pairs; the string "-inf" bans a token.
-fn bias_of(p: &serde_json::Value) -> Vec<(u32, f32)> {
-    p.get("logit_bias")
-        .and_then(|b| b.as_array())
-        .map_or_else(Vec::new, |b| {
-            b.iter()
-                .map(|e| {
-                    let v = if e[1].as_str() == Some("-inf") {
-                        f32::NEG_INFINITY
-                    } else {
-                        e[1].as_f64().unwrap() as f32
-                    };
-                    (e[0].as_u64().unwrap() as u32, v)
-                })
-                .collect()
-        })
-}
 
 fn chi2_critical(df: usize) -> f64 {
     let k = df as f64;
@@ -119,7 +102,7 @@ fn draw_frequencies_match_reference_probabilities() {
             .map(|x| x.as_u64().unwrap() as u32)
             .collect();
         let mut sampler = Sampler::new(&params_of(&case["params"], 42)).unwrap();
-        sampler.set_logit_bias(bias_of(&case["params"])).unwrap();
+        sampler.set_logit_bias(common::json_logit_bias(&case["params"])).unwrap();
         let mut counts = vec![0usize; ids.len()];
         let mut scratch = logits.clone();
         for _ in 0..DRAWS {

@@ -5,26 +5,10 @@
 //! and llama.cpp's penalties sampler (presence and frequency penalties). Goldens come from
 //! `tests/fixtures/gen_sampling_golden.py`.
 
+mod common;
+
 use edgellm::runtime::SamplingParams;
 use edgellm::sampling::Sampler;
-
-/// The case's `logit_bias` as (token, bias) pairs; the string "-inf" bans a token.
-fn bias_of(p: &serde_json::Value) -> Vec<(u32, f32)> {
-    p.get("logit_bias")
-        .and_then(|b| b.as_array())
-        .map_or_else(Vec::new, |b| {
-            b.iter()
-                .map(|e| {
-                    let v = if e[1].as_str() == Some("-inf") {
-                        f32::NEG_INFINITY
-                    } else {
-                        e[1].as_f64().unwrap() as f32
-                    };
-                    (e[0].as_u64().unwrap() as u32, v)
-                })
-                .collect()
-        })
-}
 
 fn f(v: &serde_json::Value, key: &str, default: f32) -> f32 {
     v.get(key)
@@ -75,7 +59,7 @@ fn stages_match_transformers_and_llama_cpp() {
             .collect();
 
         let mut sampler = Sampler::new(&params).unwrap();
-        sampler.set_logit_bias(bias_of(p)).unwrap();
+        sampler.set_logit_bias(common::json_logit_bias(p)).unwrap();
         let mut got: Vec<(u32, f32)> = sampler
             .candidates(&mut logits, &history)
             .iter()

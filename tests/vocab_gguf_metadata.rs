@@ -69,14 +69,6 @@ fn tiny_metadata() -> Metadata {
     meta
 }
 
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
 #[test]
 fn tiny_vocab_from_metadata_matches_transformers() {
     let doc = read("tiny_hf.json");
@@ -91,14 +83,14 @@ fn tiny_vocab_from_metadata_matches_transformers() {
     assert!(vocab.is_special(0) && vocab.is_special(2) && !vocab.is_special(3));
     for s in doc["strings"].as_array().unwrap() {
         let text = s["text"].as_str().unwrap();
-        let want = ids(&s["ids"]);
+        let want = common::json_ids(&s["ids"]);
         assert_eq!(vocab.encode(text, false).unwrap(), want, "ids of {text:?}");
         assert_eq!(
             vocab.decode(&want, false).unwrap(),
             s["decoded"].as_str().unwrap(),
             "decode of {text:?}"
         );
-        let with_special = ids(&s["ids_with_special"]);
+        let with_special = common::json_ids(&s["ids_with_special"]);
         assert_eq!(
             vocab.decode(&with_special, true).unwrap(),
             s["decoded_skip_special"].as_str().unwrap()

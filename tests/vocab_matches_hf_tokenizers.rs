@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use edgellm::loader::gguf::GgufFile;
 use edgellm::loader::metadata::{MetaValue, Metadata};
-use edgellm::runtime::Message;
 use edgellm::vocab::{ChatTemplate, Vocab};
 use serde_json::Value;
 
@@ -23,35 +22,16 @@ fn metadata(doc: &Value) -> Metadata {
     GgufFile::open(&common::real_model(file)).unwrap().metadata
 }
 
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
-fn messages(v: &Value) -> Vec<Message> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|m| Message {
-            role: m["role"].as_str().unwrap().into(),
-            content: m["content"].as_str().unwrap().into(),
-        })
-        .collect()
-}
-
 /// Every golden string: ids with and without special tokens, decode, and streaming decode.
 fn check_strings(vocab: &Vocab, doc: &Value) {
     let mut split_chars = 0;
     for s in doc["strings"].as_array().unwrap() {
         let text = s["text"].as_str().unwrap();
-        let want = ids(&s["ids"]);
+        let want = common::json_ids(&s["ids"]);
         assert_eq!(vocab.encode(text, false).unwrap(), want, "ids of {text:?}");
         assert_eq!(
             vocab.encode(text, true).unwrap(),
-            ids(&s["ids_with_special"]),
+            common::json_ids(&s["ids_with_special"]),
             "ids+special of {text:?}"
         );
         assert_eq!(
@@ -59,7 +39,7 @@ fn check_strings(vocab: &Vocab, doc: &Value) {
             s["decoded"].as_str().unwrap(),
             "decode of {text:?}"
         );
-        let with_special = ids(&s["ids_with_special"]);
+        let with_special = common::json_ids(&s["ids_with_special"]);
         assert_eq!(
             vocab.decode(&with_special, true).unwrap(),
             s["decoded_skip_special"].as_str().unwrap(),
@@ -107,7 +87,7 @@ fn check_strings(vocab: &Vocab, doc: &Value) {
 
 fn check_chats(template: Option<&ChatTemplate>, doc: &Value) {
     for c in doc["chats"].as_array().unwrap() {
-        let msgs = messages(&c["messages"]);
+        let msgs = common::json_messages(&c["messages"]);
         let agp = c["add_generation_prompt"].as_bool().unwrap();
         match (&c["rendered"], template) {
             (Value::String(want), Some(t)) => {
@@ -186,7 +166,7 @@ fn byte_level_pre_tokenizer_variants_match_transformers() {
             let text = s["text"].as_str().unwrap();
             assert_eq!(
                 vocab.encode(text, false).unwrap(),
-                ids(&s["ids"]),
+                common::json_ids(&s["ids"]),
                 "pre={pre} ids of {text:?}"
             );
         }
@@ -247,7 +227,7 @@ fn generic_sentencepiece_path_matches_transformers() {
     let vocab = Vocab::from_gguf(&meta).unwrap();
     for s in doc["strings"].as_array().unwrap() {
         let text = s["text"].as_str().unwrap();
-        let want = ids(&s["ids"]);
+        let want = common::json_ids(&s["ids"]);
         assert_eq!(vocab.encode(text, false).unwrap(), want, "ids of {text:?}");
         let decoded = vocab.decode(&want, false).unwrap();
         assert_eq!(
@@ -272,7 +252,7 @@ fn smollm_split_rule_matches_llama_cpp() {
         let text = s["text"].as_str().unwrap();
         assert_eq!(
             vocab.encode(text, false).unwrap(),
-            ids(&s["ids"]),
+            common::json_ids(&s["ids"]),
             "ids of {text:?}"
         );
     }

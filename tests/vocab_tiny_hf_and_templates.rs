@@ -21,25 +21,6 @@ fn tiny_dir() -> PathBuf {
     common::fixtures().join("tokenizer/tiny_hf")
 }
 
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
-fn messages(v: &Value) -> Vec<Message> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|m| Message {
-            role: m["role"].as_str().unwrap().into(),
-            content: m["content"].as_str().unwrap().into(),
-        })
-        .collect()
-}
-
 fn msg(role: &str, content: &str) -> Message {
     Message {
         role: role.into(),
@@ -78,8 +59,8 @@ fn check_dir_against_golden(dir: &std::path::Path, golden_name: &str) -> Vocab {
     );
     for s in doc["strings"].as_array().unwrap() {
         let text = s["text"].as_str().unwrap();
-        let want = ids(&s["ids"]);
-        let with_special = ids(&s["ids_with_special"]);
+        let want = common::json_ids(&s["ids"]);
+        let with_special = common::json_ids(&s["ids_with_special"]);
         assert_eq!(vocab.encode(text, false).unwrap(), want, "ids of {text:?}");
         assert_eq!(
             vocab.encode(text, true).unwrap(),
@@ -125,7 +106,7 @@ fn check_dir_against_golden(dir: &std::path::Path, golden_name: &str) -> Vocab {
     for c in doc["chats"].as_array().unwrap() {
         let got = template
             .render(
-                &messages(&c["messages"]),
+                &common::json_messages(&c["messages"]),
                 c["add_generation_prompt"].as_bool().unwrap(),
             )
             .unwrap();
@@ -310,7 +291,7 @@ fn builtin_styles_match_transformers_rendering() {
         let t = ChatTemplate::builtin(style).unwrap();
         for c in chats.as_array().unwrap() {
             let got = t.render(
-                &messages(&c["messages"]),
+                &common::json_messages(&c["messages"]),
                 c["add_generation_prompt"].as_bool().unwrap(),
             );
             match (&c["rendered"], got) {

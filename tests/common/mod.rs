@@ -31,3 +31,32 @@ pub fn read_f32(path: &std::path::Path) -> Vec<f32> {
     assert_eq!(b.len() % 4, 0, "{} is not whole f32s", path.display());
     b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }
+
+/// A JSON array of token ids.
+pub fn json_ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array().expect("array of ids").iter().map(|x| x.as_u64().expect("id") as u32).collect()
+}
+
+/// A JSON array of `{"role", "content"}` chat messages.
+pub fn json_messages(v: &serde_json::Value) -> Vec<edgellm::runtime::Message> {
+    v.as_array()
+        .expect("array of messages")
+        .iter()
+        .map(|m| edgellm::runtime::Message {
+            role: m["role"].as_str().expect("role").into(),
+            content: m["content"].as_str().expect("content").into(),
+        })
+        .collect()
+}
+
+/// A sampling case's `logit_bias` as (token, bias) pairs; the string "-inf" bans a token.
+pub fn json_logit_bias(p: &serde_json::Value) -> Vec<(u32, f32)> {
+    p.get("logit_bias").and_then(|b| b.as_array()).map_or_else(Vec::new, |b| {
+        b.iter()
+            .map(|e| {
+                let v = if e[1].as_str() == Some("-inf") { f32::NEG_INFINITY } else { e[1].as_f64().unwrap() as f32 };
+                (e[0].as_u64().unwrap() as u32, v)
+            })
+            .collect()
+    })
+}
