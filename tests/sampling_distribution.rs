@@ -89,18 +89,8 @@ fn draw_frequencies_match_reference_probabilities() {
             .map(|e| e[1].as_f64().unwrap() as f32)
             .collect();
         let probs = softmax(&kept);
-        let logits: Vec<f32> = case["logits"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap() as f32)
-            .collect();
-        let history: Vec<u32> = case["history"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as u32)
-            .collect();
+        let logits: Vec<f32> = common::json_f32s(&case["logits"]);
+        let history: Vec<u32> = common::json_ids(&case["history"]);
         let mut sampler = Sampler::new(&params_of(&case["params"], 42)).unwrap();
         sampler.set_logit_bias(common::json_logit_bias(&case["params"])).unwrap();
         let mut counts = vec![0usize; ids.len()];

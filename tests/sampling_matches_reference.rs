@@ -39,18 +39,8 @@ fn stages_match_transformers_and_llama_cpp() {
             frequency_penalty: f(p, "frequency_penalty", 0.0),
             seed: 1,
         };
-        let mut logits: Vec<f32> = case["logits"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap() as f32)
-            .collect();
-        let history: Vec<u32> = case["history"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as u32)
-            .collect();
+        let mut logits: Vec<f32> = common::json_f32s(&case["logits"]);
+        let history: Vec<u32> = common::json_ids(&case["history"]);
         let expected: Vec<(u32, f32)> = case["expected"]
             .as_array()
             .unwrap()
@@ -78,12 +68,7 @@ fn stages_match_transformers_and_llama_cpp() {
             );
         }
         // Sampling draws from exactly that set.
-        let mut logits2: Vec<f32> = case["logits"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap() as f32)
-            .collect();
+        let mut logits2: Vec<f32> = common::json_f32s(&case["logits"]);
         let t = sampler.sample(&mut logits2, &history);
         assert!(
             want_ids.binary_search(&t).is_ok(),

@@ -45,26 +45,7 @@ fn check_strings(vocab: &Vocab, doc: &Value) {
             s["decoded_skip_special"].as_str().unwrap(),
             "decode(skip_special) of {text:?}"
         );
-        for skip in [false, true] {
-            let mut dec = vocab.stream_decoder(skip);
-            let mut streamed = String::new();
-            let whole = vocab.decode(&with_special, skip).unwrap();
-            for &id in &with_special {
-                let piece = dec.push(id).unwrap();
-                // Pieces are complete UTF-8: no replacement character the whole text lacks.
-                assert!(
-                    whole.contains('\u{fffd}') || !piece.contains('\u{fffd}'),
-                    "{text:?}: piece {piece:?}"
-                );
-                streamed.push_str(&piece);
-            }
-            streamed.push_str(&dec.finish().unwrap());
-            assert_eq!(
-                streamed,
-                vocab.decode(&with_special, skip).unwrap(),
-                "streamed {text:?} skip={skip}"
-            );
-        }
+        common::assert_streams_like_decode(vocab, &with_special, text);
         split_chars += with_special
             .iter()
             .filter(|&&id| std::str::from_utf8(vocab.token_bytes(id).unwrap()).is_err())

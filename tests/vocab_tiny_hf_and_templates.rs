@@ -84,21 +84,7 @@ fn check_dir_against_golden(dir: &std::path::Path, golden_name: &str) -> Vocab {
         if !want.iter().any(|&id| vocab.is_special(id)) {
             assert_eq!(bytes, text.as_bytes(), "token bytes of {text:?}");
         }
-        for skip in [false, true] {
-            let mut dec = vocab.stream_decoder(skip);
-            let mut streamed = String::new();
-            let whole = vocab.decode(&with_special, skip).unwrap();
-            for &id in &with_special {
-                let piece = dec.push(id).unwrap();
-                assert!(
-                    whole.contains('\u{fffd}') || !piece.contains('\u{fffd}'),
-                    "{text:?}: piece {piece:?}"
-                );
-                streamed.push_str(&piece);
-            }
-            streamed.push_str(&dec.finish().unwrap());
-            assert_eq!(streamed, whole, "streamed {text:?}");
-        }
+        common::assert_streams_like_decode(&vocab, &with_special, text);
     }
     let template = ChatTemplate::from_hf_dir(dir, &vocab)
         .unwrap()

@@ -102,6 +102,12 @@ pub(crate) struct RequestData {
     pub(crate) user_data: *mut c_void,
 }
 
+/// Wraps `request` (no stream callback yet) in a new handle and writes it to `*out`.
+fn store_new(request: GenerationRequest, out: *mut *mut edgellm_request) -> Result<(), Failure> {
+    let data = RequestData { request, stream: None, user_data: std::ptr::null_mut() };
+    handle::write(out, handle::into_raw::<edgellm_request>(data), "out")
+}
+
 impl Handle for edgellm_request {
     type Target = RequestData;
     const NAME: &'static str = "request";
@@ -178,12 +184,7 @@ pub extern "C" fn edgellm_sampling_default_params() -> edgellm_sampling_params {
 pub extern "C" fn edgellm_request_create(out: *mut *mut edgellm_request) -> edgellm_status {
     boundary("edgellm_request_create", || {
         handle::require_out(out, "out")?;
-        let data = RequestData {
-            request: GenerationRequest::default(),
-            stream: None,
-            user_data: std::ptr::null_mut(),
-        };
-        handle::write(out, handle::into_raw::<edgellm_request>(data), "out")
+        store_new(GenerationRequest::default(), out)
     })
 }
 
@@ -392,13 +393,7 @@ pub extern "C" fn edgellm_request_from_json(
     boundary("edgellm_request_from_json", || {
         let text = handle::str_with_len(json, len, "json")?;
         handle::require_out(out, "out")?;
-        let request = super::request_json::parse(text, index)?;
-        let data = RequestData {
-            request,
-            stream: None,
-            user_data: std::ptr::null_mut(),
-        };
-        handle::write(out, handle::into_raw::<edgellm_request>(data), "out")
+        store_new(super::request_json::parse(text, index)?, out)
     })
 }
 
@@ -426,13 +421,7 @@ pub extern "C" fn edgellm_request_from_json_range(
     boundary("edgellm_request_from_json_range", || {
         let text = handle::str_with_len(json, len, "json")?;
         handle::require_out(out, "out")?;
-        let request = super::request_json::parse_range(text, first, count)?;
-        let data = RequestData {
-            request,
-            stream: None,
-            user_data: std::ptr::null_mut(),
-        };
-        handle::write(out, handle::into_raw::<edgellm_request>(data), "out")
+        store_new(super::request_json::parse_range(text, first, count)?, out)
     })
 }
 

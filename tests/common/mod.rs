@@ -60,3 +60,26 @@ pub fn json_logit_bias(p: &serde_json::Value) -> Vec<(u32, f32)> {
             .collect()
     })
 }
+
+/// A JSON array of numbers as f32.
+pub fn json_f32s(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array().expect("array of numbers").iter().map(|x| x.as_f64().expect("number") as f32).collect()
+}
+
+/// Streams `ids` through a `StreamDecoder` (with and without special tokens) and asserts that no
+/// piece holds a replacement character the whole decode lacks and that the pieces add up to
+/// `decode(ids)`.
+pub fn assert_streams_like_decode(vocab: &edgellm::vocab::Vocab, ids: &[u32], text: &str) {
+    for skip in [false, true] {
+        let mut dec = vocab.stream_decoder(skip);
+        let mut streamed = String::new();
+        let whole = vocab.decode(ids, skip).unwrap();
+        for &id in ids {
+            let piece = dec.push(id).unwrap();
+            assert!(whole.contains('\u{fffd}') || !piece.contains('\u{fffd}'), "{text:?}: piece {piece:?}");
+            streamed.push_str(&piece);
+        }
+        streamed.push_str(&dec.finish().unwrap());
+        assert_eq!(streamed, whole, "streamed {text:?} skip={skip}");
+    }
+}
