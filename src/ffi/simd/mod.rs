@@ -1,0 +1,229 @@
+//! CPU kernels that need `unsafe`: SIMD intrinsics (AVX2, AVX-512 VNNI, NEON) behind run-time CPU
+//! feature detection. They live under `ffi` because, like the C boundary and the mmap, they are
+//! where Rust hands control to something the compiler cannot check (here: which instructions the
+//! CPU has). Everything outside calls the safe wrappers below, which check lengths and pick the
+//! best kernel set the CPU supports; the scalar reference in [`crate::quant::int8`] is always
+//! there, and every kernel is tested against it on awkward sizes with each set forced in turn.
+//!
+//! `EDGELLM_CPU_KERNELS=scalar|avx2|avx512|neon` caps the set (for tests and for comparing).
+
+/// The scalar reference, reachable as `super::int8` from the kernel files (the aarch64 test program
+/// mounts the same files with `int8` at its root).
+pub use crate::quant::int8;
+
+#[cfg(target_arch = "aarch64")]
+pub mod neon;
+#[cfg(target_arch = "x86_64")]
+pub mod x86_kquant;
+#[cfg(target_arch = "x86_64")]
+pub mod x86_q32;
+
+use int8::{Q8Acts, Q8Row, WeightFormat, QK8};
+use std::sync::OnceLock;
+
+/// Instruction sets the CPU kernels come in, ordered from plainest to richest per architecture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum KernelSet {
+    /// Plain Rust (the reference).
+    Scalar,
+    /// x86-64 AVX2 + FMA + F16C.
+    Avx2,
+    /// x86-64 AVX-512 F/BW/VL with VNNI int8 dot products.
+    Avx512,
+    /// aarch64 NEON (with the `dotprod` SDOT instruction when the CPU has it).
+    Neon,
+}
+
+impl KernelSet {
+    /// Name used by `EDGELLM_CPU_KERNELS` and in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelSet::Scalar => "scalar",
+            KernelSet::Avx2 => "avx2",
+            KernelSet::Avx512 => "avx512",
+            KernelSet::Neon => "neon",
+        }
+    }
+
+    /// Whether this machine can run the set.
+    pub fn available(self) -> bool {
+        match self {
+            KernelSet::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            KernelSet::Avx2 => {
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                    && std::arch::is_x86_feature_detected!("f16c")
+            }
+            #[cfg(target_arch = "x86_64")]
+            KernelSet::Avx512 => {
+                KernelSet::Avx2.available()
+                    && std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                    && std::arch::is_x86_feature_detected!("avx512vnni")
+            }
+            #[cfg(target_arch = "aarch64")]
+            KernelSet::Neon => true,
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// Every set this machine can run, plainest first.
+    pub fn all_available() -> Vec<KernelSet> {
+        [KernelSet::Scalar, KernelSet::Avx2, KernelSet::Avx512, KernelSet::Neon].into_iter().filter(|k| k.available()).collect()
+    }
+}
+
+/// The set used by default: the richest available, capped by `EDGELLM_CPU_KERNELS`.
+pub fn active() -> KernelSet {
+    static ACTIVE: OnceLock<KernelSet> = OnceLock::new();
+    *ACTIVE.get_or_init(|| {
+        let all = KernelSet::all_available();
+        let best = *all.last().unwrap_or(&KernelSet::Scalar);
+        match std::env::var("EDGELLM_CPU_KERNELS") {
+            Ok(want) => all.iter().copied().find(|k| k.name() == want.trim()).unwrap_or(best),
+            Err(_) => best,
+        }
+    })
+}
+
+/// Kernel signature: dot products of `out.len()` consecutive weight rows of `row_bytes` bytes
+/// (`w.len() == out.len() * row_bytes`) with one quantized activation row.
+///
+/// # Safety
+/// The CPU must support the kernel's instruction set; the lengths must be consistent (the safe
+/// wrapper [`dot_rows`] checks both).
+pub type DotRowsFn = unsafe fn(w: &[u8], row_bytes: usize, x: &Q8Row, out: &mut [f32]);
+
+/// Kernel signature: `out[t * ldo + r] = dot(weight row r, activation row t)` for every weight row
+/// `r < n_rows` in `w` and every activation row `t < xs.rows`.
+///
+/// # Safety
+/// As [`DotRowsFn`]; the wrapper [`gemm`] checks `out` holds `(xs.rows - 1) * ldo + n_rows` values.
+pub type GemmFn = unsafe fn(w: &[u8], row_bytes: usize, n_rows: usize, xs: &Q8Acts, out: &mut [f32], ldo: usize);
+
+/// Kernel signature of [`int8::quantize_row`].
+///
+/// # Safety
+/// The CPU must support the kernel's instruction set; slices sized as `quantize_row` documents.
+pub type QuantizeFn = unsafe fn(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32], bsums: &mut [i16]);
+
+fn select_dot(k: KernelSet, f: WeightFormat) -> Option<DotRowsFn> {
+    if !k.available() {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        if let Some(g) = x86_q32::dot_rows_fn(k, f).or_else(|| x86_kquant::dot_rows_fn(k, f)) {
+            return Some(g);
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if let Some(g) = neon::dot_rows_fn(k, f) {
+            return Some(g);
+        }
+    }
+    None
+}
+
+fn select_gemm(k: KernelSet, f: WeightFormat) -> Option<GemmFn> {
+    if !k.available() {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        if let Some(g) = x86_q32::gemm_fn(k, f).or_else(|| x86_kquant::gemm_fn(k, f)) {
+            return Some(g);
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if let Some(g) = neon::gemm_fn(k, f) {
+            return Some(g);
+        }
+    }
+    None
+}
+
+fn select_quantize(k: KernelSet) -> Option<QuantizeFn> {
+    if !k.available() {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        x86_q32::quantize_fn(k)
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        neon::quantize_fn(k)
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        None
+    }
+}
+
+fn check_row(f: WeightFormat, row_bytes: usize, x: &Q8Row) {
+    let n = x.qs.len();
+    assert!(n % f.block_elems() == 0 && row_bytes == n / f.block_elems() * f.block_bytes(), "int8 kernel: {f:?} row of {row_bytes} bytes for {n} activations");
+    assert!(x.d.len() * QK8 == n && x.s.len() * QK8 == n && x.bsums.len() * 16 == n, "int8 kernel: activation parts");
+}
+
+/// Dot products of consecutive weight rows with one quantized activation row, with kernel set
+/// `k` (falling back to the scalar reference where `k` has no kernel for `f`).
+///
+/// Panics if the lengths disagree (an internal error: the CPU backend checks shapes first).
+pub fn dot_rows(k: KernelSet, f: WeightFormat, w: &[u8], x: &Q8Row, out: &mut [f32]) {
+    if out.is_empty() {
+        return;
+    }
+    let row_bytes = w.len() / out.len();
+    assert_eq!(row_bytes * out.len(), w.len(), "int8 kernel: weight bytes");
+    check_row(f, row_bytes, x);
+    match select_dot(k, f) {
+        // SAFETY: `select_dot` only returns kernels whose instruction set `k.available()` confirmed
+        // on this CPU, and the lengths were checked above.
+        Some(kernel) => unsafe { kernel(w, row_bytes, x, out) },
+        None => int8::dot_rows(f, w, row_bytes, x, out),
+    }
+}
+
+/// Matrix product of `n_rows` weight rows with every row of `xs`: `out[t * ldo + r]`.
+///
+/// Panics if the lengths disagree.
+pub fn gemm(k: KernelSet, f: WeightFormat, w: &[u8], n_rows: usize, xs: &Q8Acts, out: &mut [f32], ldo: usize) {
+    if n_rows == 0 || xs.rows == 0 {
+        return;
+    }
+    let row_bytes = w.len() / n_rows;
+    assert_eq!(row_bytes * n_rows, w.len(), "int8 gemm: weight bytes");
+    assert!(ldo >= n_rows && out.len() >= (xs.rows - 1) * ldo + n_rows, "int8 gemm: output of {} for {}x{n_rows} (ldo {ldo})", out.len(), xs.rows);
+    check_row(f, row_bytes, &xs.row(0));
+    assert!(xs.qs.len() >= xs.rows * xs.cols, "int8 gemm: activations");
+    match select_gemm(k, f) {
+        // SAFETY: as in `dot_rows`; lengths checked above.
+        Some(kernel) => unsafe { kernel(w, row_bytes, n_rows, xs, out, ldo) },
+        None => int8::gemm(f, w, row_bytes, n_rows, xs, out, ldo),
+    }
+}
+
+/// Quantizes every row of `x` (`rows * cols` values, `cols` a multiple of 32) into `out`.
+///
+/// Panics if `cols` is not a multiple of 32 or `x` is not `rows * cols` long.
+pub fn quantize_rows(k: KernelSet, x: &[f32], rows: usize, cols: usize, out: &mut Q8Acts) {
+    assert!(cols % QK8 == 0 && x.len() == rows * cols, "quantize_rows: {rows}x{cols} from {}", x.len());
+    out.reshape(rows, cols);
+    let kernel = select_quantize(k);
+    for (i, xr) in x.chunks_exact(cols.max(1)).enumerate().take(rows) {
+        let (qs, d, s, bs) = out.row_parts_mut(i);
+        match kernel {
+            // SAFETY: the kernel's instruction set is available (checked by `select_quantize`)
+            // and the slices were sized by `reshape`.
+            Some(q) => unsafe { q(xr, qs, d, s, bs) },
+            None => int8::quantize_row(xr, qs, d, s, bs),
+        }
+    }
+}
