@@ -17,6 +17,20 @@ use std::thread::JoinHandle;
 /// Spin iterations a worker waits for the next step before it goes to sleep (about 0.1–1 ms).
 const SPINS_BEFORE_SLEEP: u32 = 1 << 16;
 
+/// Spin iterations between yields to the OS scheduler while waiting: when the machine has more
+/// runnable threads than cores, the thread we wait for may need our core to finish.
+const SPINS_PER_YIELD: u32 = 1 << 10;
+
+/// One spin-wait step: a pause hint, and every [`SPINS_PER_YIELD`] steps a yield.
+#[inline]
+fn spin_wait(spins: u32) {
+    if spins % SPINS_PER_YIELD == SPINS_PER_YIELD - 1 {
+        std::thread::yield_now();
+    } else {
+        std::hint::spin_loop();
+    }
+}
+
 type Job = dyn Fn(usize) + Sync;
 
 /// The step being run: a type-erased pointer to the caller's closure and its task count.
@@ -124,8 +138,10 @@ impl Pool {
         }
         let caller = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_tasks(s, f, n_tasks)));
         let n_workers = self.workers.len();
+        let mut spins = 0u32;
         while s.checked_out.load(Ordering::Acquire) < n_workers {
-            std::hint::spin_loop();
+            spin_wait(spins);
+            spins = spins.wrapping_add(1);
         }
         *s.job.lock().unwrap_or_else(|e| e.into_inner()) = None;
         if let Err(p) = caller {
@@ -153,12 +169,69 @@ impl Pool {
             f(i, part)
         });
     }
+
+    /// Splits a row-major matrix `data` (`rows` rows of stride `ldo`, `cols <= ldo` columns in
+    /// use) into tiles of `row_chunk x col_chunk` and runs `f` on each, column chunk by column
+    /// chunk (tasks that share a column range run back to back, so what they share stays cached).
+    pub fn tiles_mut<T: Send>(
+        &self,
+        data: &mut [T],
+        ldo: usize,
+        rows: usize,
+        row_chunk: usize,
+        cols: usize,
+        col_chunk: usize,
+        f: impl Fn(&mut Tile<'_, T>) + Sync,
+    ) {
+        assert!(cols <= ldo && (rows == 0 || data.len() >= (rows - 1) * ldo + cols), "tiles_mut: {rows}x{cols} (ldo {ldo}) in {}", data.len());
+        let (row_chunk, col_chunk) = (row_chunk.max(1), col_chunk.max(1));
+        let n_row_chunks = rows.div_ceil(row_chunk);
+        let n = n_row_chunks * cols.div_ceil(col_chunk);
+        let base = SendPtr(data.as_mut_ptr(), PhantomData);
+        let base = &base;
+        self.run(n, &|i| {
+            let (ci, ri) = (i / n_row_chunks, i % n_row_chunks);
+            let (r0, c0) = (ri * row_chunk, ci * col_chunk);
+            let mut tile = Tile {
+                ptr: base.0,
+                ldo,
+                rows: r0..(r0 + row_chunk).min(rows),
+                cols: c0..(c0 + col_chunk).min(cols),
+                _data: PhantomData,
+            };
+            f(&mut tile)
+        });
+    }
 }
 
 /// A raw pointer to the chunked slice, shareable because tasks touch disjoint parts of it.
 struct SendPtr<'a, T>(*mut T, PhantomData<&'a mut [T]>);
 // SAFETY: tasks only form disjoint sub-slices (see `chunks_mut`), and `T: Send`.
 unsafe impl<T: Send> Sync for SendPtr<'_, T> {}
+
+/// One task's tile of a matrix split by [`Pool::tiles_mut`]: its rows and columns, and mutable
+/// access to its part of each row.
+pub struct Tile<'a, T> {
+    ptr: *mut T,
+    ldo: usize,
+    /// Rows of the tile.
+    pub rows: std::ops::Range<usize>,
+    /// Columns of the tile.
+    pub cols: std::ops::Range<usize>,
+    _data: PhantomData<&'a mut [T]>,
+}
+
+impl<T> Tile<'_, T> {
+    /// The tile's columns of row `r` (one of `self.rows`).
+    pub fn row_mut(&mut self, r: usize) -> &mut [T] {
+        assert!(self.rows.contains(&r), "row {r} outside tile rows {:?}", self.rows);
+        // SAFETY: tiles of one `tiles_mut` call are disjoint (each task gets one row chunk and one
+        // column chunk exactly once), `tiles_mut` checked that every (row, column) of the matrix
+        // lies inside `data`, and the returned slice borrows the tile mutably, so it cannot alias
+        // another slice of this tile.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(r * self.ldo + self.cols.start), self.cols.len()) }
+    }
+}
 
 fn run_tasks(s: &Shared, f: &(dyn Fn(usize) + Sync + '_), n_tasks: usize) {
     loop {
@@ -180,8 +253,8 @@ fn worker(s: &Shared) {
                 break e;
             }
             if spins < SPINS_BEFORE_SLEEP {
+                spin_wait(spins);
                 spins += 1;
-                std::hint::spin_loop();
                 continue;
             }
             let mut sleeping = s.sleeping.lock().unwrap_or_else(|e| e.into_inner());
@@ -292,5 +365,24 @@ mod tests {
                 });
             }
         });
+    }
+
+    #[test]
+    fn tiles_cover_the_matrix_once_and_leave_the_stride_padding_alone() {
+        let pool = Pool::new(2).unwrap();
+        let (rows, cols, ldo) = (13usize, 37usize, 40usize);
+        let mut m = vec![0u32; rows * ldo];
+        pool.tiles_mut(&mut m, ldo, rows, 4, cols, 8, |t| {
+            for r in t.rows.clone() {
+                let c0 = t.cols.start;
+                t.row_mut(r).iter_mut().enumerate().for_each(|(j, v)| *v += (r * 1000 + c0 + j) as u32);
+            }
+        });
+        for r in 0..rows {
+            for c in 0..ldo {
+                let want = if c < cols { (r * 1000 + c) as u32 } else { 0 };
+                assert_eq!(m[r * ldo + c], want, "({r},{c})");
+            }
+        }
     }
 }

@@ -1,0 +1,145 @@
+//! Matrix products of activations with weight matrices, the CPU backend's hot loop.
+//!
+//! Fast path (default): each activation row is quantized once to int8 in 32-element blocks and
+//! multiplied with the weight blocks in integers by the SIMD kernels of `crate::ffi::simd`, as
+//! llama.cpp does; decode (one row) splits the weight rows over the pool, prefill splits the
+//! output into (tokens x weight rows) tiles so each unpacked weight block serves many tokens.
+//! Exact path (`exact`, or weights without an int8 kernel: f32/f16/bf16, rows not a multiple of
+//! 32): f32 activations times weights dequantized on the fly, the spine's reference arithmetic.
+
+use std::cell::RefCell;
+
+use crate::ffi::pool::Pool;
+use crate::ffi::simd::{self, KernelSet};
+use crate::quant::int8::{Q8Acts, WeightFormat, QK8};
+use crate::quant::{dot_row, dot_rows_multi};
+use crate::tensor::{DType, TensorRef};
+
+/// Tokens per prefill tile: their int8 activations (a few tens of KB) stay in L1/L2 while a tile
+/// of weight rows streams past them.
+const TOKENS_PER_TILE: usize = 64;
+
+/// Smallest number of weight rows one task takes: below this the hand-out cost (~0.1–0.5 µs)
+/// stops being small next to the work (16 rows of 576 Q4_1 weights ≈ 6 KB).
+const MIN_ROWS_PER_TASK: usize = 16;
+
+/// Tasks per thread a matrix is cut into, so that a thread slowed by the OS does not hold up
+/// the others for long.
+const TASKS_PER_THREAD: usize = 4;
+
+thread_local! {
+    /// Per-thread int8 activations, reused across products.
+    static ACTS: RefCell<Q8Acts> = RefCell::new(Q8Acts::default());
+    /// Per-thread scratch: a tile's int8 activations or a dequantized weight row.
+    static TILE_ACTS: RefCell<Q8Acts> = RefCell::new(Q8Acts::default());
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A weight matrix of the CPU backend: the tensor (usually mmapped) and its int8 kernel format.
+#[derive(Clone, Debug)]
+pub struct CpuMatrix {
+    /// The weights, `[rows, cols]`.
+    pub tensor: TensorRef,
+    int8: Option<WeightFormat>,
+}
+
+impl CpuMatrix {
+    /// Wraps a tensor, noting whether the integer kernels can serve it.
+    pub fn new(t: &TensorRef) -> CpuMatrix {
+        let int8 = match t.dtype {
+            DType::Q4_0 => Some(WeightFormat::Q4_0),
+            DType::Q4_1 => Some(WeightFormat::Q4_1),
+            DType::Q5_0 => Some(WeightFormat::Q5_0),
+            DType::Q5_1 => Some(WeightFormat::Q5_1),
+            DType::Q8_0 => Some(WeightFormat::Q8_0),
+            DType::Q4K => Some(WeightFormat::Q4K),
+            DType::Q5K => Some(WeightFormat::Q5K),
+            DType::Q6K => Some(WeightFormat::Q6K),
+            DType::F32 | DType::F16 | DType::BF16 => None,
+        };
+        let int8 = int8.filter(|_| t.row_len() % QK8 == 0);
+        CpuMatrix { tensor: t.clone(), int8 }
+    }
+}
+
+/// Weight rows per task for a matrix of `rows` rows on `threads` threads.
+fn rows_per_task(rows: usize, threads: usize) -> usize {
+    let want = rows.div_ceil(threads * TASKS_PER_THREAD);
+    want.max(MIN_ROWS_PER_TASK).next_multiple_of(8)
+}
+
+/// `out[n, rows] = x[n, cols] · wᵀ` (shapes checked by the caller).
+pub fn matmul(pool: &Pool, kernels: KernelSet, exact: bool, x: &[f32], n: usize, w: &CpuMatrix, out: &mut [f32]) {
+    match w.int8 {
+        Some(f) if !exact => matmul_int8(pool, kernels, f, x, n, &w.tensor, out),
+        _ => matmul_f32(pool, x, n, &w.tensor, out),
+    }
+}
+
+fn matmul_int8(pool: &Pool, k: KernelSet, f: WeightFormat, x: &[f32], n: usize, w: &TensorRef, out: &mut [f32]) {
+    let (rows, cols, rb) = (w.n_rows(), w.row_len(), w.row_bytes());
+    let bytes = w.bytes();
+    let per = rows_per_task(rows, pool.threads());
+    ACTS.with(|acts| {
+        let mut acts = acts.borrow_mut();
+        simd::quantize_rows(k, x, n, cols, &mut acts);
+        let acts = &*acts;
+        if n == 1 {
+            let xr = acts.row(0);
+            pool.chunks_mut(out, per, |c, o| {
+                let r0 = c * per;
+                simd::dot_rows(k, f, &bytes[r0 * rb..(r0 + o.len()) * rb], &xr, o);
+            });
+            return;
+        }
+        pool.tiles_mut(out, rows, n, TOKENS_PER_TILE, rows, per.max(64), |tile| {
+            TILE_ACTS.with(|t| {
+                let mut t = t.borrow_mut();
+                copy_rows(acts, tile.rows.clone(), &mut t);
+                let (r0, r1) = (tile.cols.start, tile.cols.end);
+                let mut buf = vec![0f32; t.rows * (r1 - r0)];
+                simd::gemm(k, f, &bytes[r0 * rb..r1 * rb], r1 - r0, &t, &mut buf, r1 - r0);
+                for (i, tok) in tile.rows.clone().enumerate() {
+                    tile.row_mut(tok).copy_from_slice(&buf[i * (r1 - r0)..(i + 1) * (r1 - r0)]);
+                }
+            })
+        });
+    });
+}
+
+/// Copies rows `range` of `src` into `dst`.
+fn copy_rows(src: &Q8Acts, range: std::ops::Range<usize>, dst: &mut Q8Acts) {
+    let (c, b) = (src.cols, src.cols / QK8);
+    dst.reshape(range.len(), c);
+    dst.qs.copy_from_slice(&src.qs[range.start * c..range.end * c]);
+    dst.d.copy_from_slice(&src.d[range.start * b..range.end * b]);
+    dst.s.copy_from_slice(&src.s[range.start * b..range.end * b]);
+    dst.bsums.copy_from_slice(&src.bsums[range.start * 2 * b..range.end * 2 * b]);
+}
+
+fn matmul_f32(pool: &Pool, x: &[f32], n: usize, w: &TensorRef, out: &mut [f32]) {
+    let (rows, cols) = (w.n_rows(), w.row_len());
+    let per = rows_per_task(rows, pool.threads());
+    if n == 1 {
+        pool.chunks_mut(out, per, |c, o| {
+            for (j, v) in o.iter_mut().enumerate() {
+                *v = dot_row(w.dtype, w.row(c * per + j), x);
+            }
+        });
+        return;
+    }
+    pool.tiles_mut(out, rows, n, TOKENS_PER_TILE, rows, per, |tile| {
+        SCRATCH.with(|s| {
+            let mut s = s.borrow_mut();
+            let (t0, t1, c0) = (tile.rows.start, tile.rows.end, tile.cols.start);
+            s.resize(cols + (t1 - t0), 0.0);
+            let (scratch, col) = s.split_at_mut(cols);
+            for r in tile.cols.clone() {
+                dot_rows_multi(w.dtype, w.row(r), &x[t0 * cols..t1 * cols], scratch, col);
+                for (i, tok) in tile.rows.clone().enumerate() {
+                    tile.row_mut(tok)[r - c0] = col[i];
+                }
+            }
+        })
+    });
+}
