@@ -30,8 +30,11 @@ const TASKS_PER_THREAD: usize = 4;
 thread_local! {
     /// Per-thread int8 activations, reused across products.
     static ACTS: RefCell<Q8Acts> = RefCell::new(Q8Acts::default());
-    /// Per-thread scratch: a tile's int8 activations or a dequantized weight row.
-    static TILE_ACTS: RefCell<Q8Acts> = RefCell::new(Q8Acts::default());
+    /// The calling thread's int8 activations of a prefill, one buffer per token tile.
+    static TILE_ACTS: RefCell<Vec<Q8Acts>> = const { RefCell::new(Vec::new()) };
+    /// Per-thread output of one gemm tile before it is copied into place.
+    static OUT_TILE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// Per-thread dequantized weight row (exact path).
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -40,7 +43,8 @@ thread_local! {
 pub struct CpuMatrix {
     /// The weights, `[rows, cols]`.
     pub tensor: TensorRef,
-    int8: Option<WeightFormat>,
+    /// The integer kernel format, when the int8 path can serve this matrix.
+    pub int8: Option<WeightFormat>,
 }
 
 impl CpuMatrix {
@@ -80,25 +84,38 @@ fn matmul_int8(pool: &Pool, k: KernelSet, f: WeightFormat, x: &[f32], n: usize, 
     let (rows, cols, rb) = (w.n_rows(), w.row_len(), w.row_bytes());
     let bytes = w.bytes();
     let per = rows_per_task(rows, pool.threads());
-    ACTS.with(|acts| {
-        let mut acts = acts.borrow_mut();
-        simd::quantize_rows(k, x, n, cols, &mut acts);
-        let acts = &*acts;
-        if n == 1 {
+    if n == 1 {
+        ACTS.with(|acts| {
+            let mut acts = acts.borrow_mut();
+            simd::quantize_rows(k, x, 1, cols, &mut acts);
             let xr = acts.row(0);
             pool.chunks_mut(out, per, |c, o| {
                 let r0 = c * per;
                 simd::dot_rows(k, f, &bytes[r0 * rb..(r0 + o.len()) * rb], &xr, o);
             });
-            return;
+        });
+        return;
+    }
+    TILE_ACTS.with(|tiles| {
+        let mut tiles = tiles.borrow_mut();
+        // Quantize each tile's tokens once, in parallel, into that tile's own buffer.
+        let n_tiles = n.div_ceil(TOKENS_PER_TILE);
+        if tiles.len() < n_tiles {
+            tiles.resize_with(n_tiles, Q8Acts::default);
         }
+        pool.chunks_mut(&mut tiles[..n_tiles], 1, |i, t| {
+            let t0 = i * TOKENS_PER_TILE;
+            let t1 = (t0 + TOKENS_PER_TILE).min(n);
+            simd::quantize_rows(k, &x[t0 * cols..t1 * cols], t1 - t0, cols, &mut t[0]);
+        });
+        let tiles = &tiles[..n_tiles];
         pool.tiles_mut(out, rows, n, TOKENS_PER_TILE, rows, per.max(64), |tile| {
-            TILE_ACTS.with(|t| {
-                let mut t = t.borrow_mut();
-                copy_rows(acts, tile.rows.clone(), &mut t);
-                let (r0, r1) = (tile.cols.start, tile.cols.end);
-                let mut buf = vec![0f32; t.rows * (r1 - r0)];
-                simd::gemm(k, f, &bytes[r0 * rb..r1 * rb], r1 - r0, &t, &mut buf, r1 - r0);
+            let acts = &tiles[tile.rows.start / TOKENS_PER_TILE];
+            let (r0, r1) = (tile.cols.start, tile.cols.end);
+            OUT_TILE.with(|buf| {
+                let mut buf = buf.borrow_mut();
+                buf.resize(acts.rows * (r1 - r0), 0.0);
+                simd::gemm(k, f, &bytes[r0 * rb..r1 * rb], r1 - r0, acts, &mut buf, r1 - r0);
                 for (i, tok) in tile.rows.clone().enumerate() {
                     tile.row_mut(tok).copy_from_slice(&buf[i * (r1 - r0)..(i + 1) * (r1 - r0)]);
                 }
@@ -107,14 +124,27 @@ fn matmul_int8(pool: &Pool, k: KernelSet, f: WeightFormat, x: &[f32], n: usize, 
     });
 }
 
-/// Copies rows `range` of `src` into `dst`.
-fn copy_rows(src: &Q8Acts, range: std::ops::Range<usize>, dst: &mut Q8Acts) {
-    let (c, b) = (src.cols, src.cols / QK8);
-    dst.reshape(range.len(), c);
-    dst.qs.copy_from_slice(&src.qs[range.start * c..range.end * c]);
-    dst.d.copy_from_slice(&src.d[range.start * b..range.end * b]);
-    dst.s.copy_from_slice(&src.s[range.start * b..range.end * b]);
-    dst.bsums.copy_from_slice(&src.bsums[range.start * 2 * b..range.end * 2 * b]);
+/// Several products sharing the input row `x` (one token), run as one pool step: the input is
+/// quantized once and the tasks of all matrices are handed out together.
+pub fn matmul_many_int8(pool: &Pool, k: KernelSet, x: &[f32], ws: &[(WeightFormat, &TensorRef)], outs: &mut [&mut [f32]]) {
+    ACTS.with(|acts| {
+        let mut acts = acts.borrow_mut();
+        simd::quantize_rows(k, x, 1, x.len(), &mut acts);
+        let xr = acts.row(0);
+        let mut pieces: Vec<(usize, usize, &mut [f32])> = Vec::new();
+        for (m, o) in outs.iter_mut().enumerate() {
+            let per = rows_per_task(o.len(), pool.threads());
+            for (c, piece) in o.chunks_mut(per).enumerate() {
+                pieces.push((m, c * per, piece));
+            }
+        }
+        pool.chunks_mut(&mut pieces, 1, |_, p| {
+            let (m, r0, ref mut o) = p[0];
+            let (f, w) = ws[m];
+            let rb = w.row_bytes();
+            simd::dot_rows(k, f, &w.bytes()[r0 * rb..(r0 + o.len()) * rb], &xr, o);
+        });
+    });
 }
 
 fn matmul_f32(pool: &Pool, x: &[f32], n: usize, w: &TensorRef, out: &mut [f32]) {

@@ -183,6 +183,28 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    fn matmul_many(&self, x: &CpuAct, ws: &[&CpuMatrix], outs: &mut [&mut CpuAct]) -> Result<()> {
+        let fused: Option<Vec<_>> = ws.iter().map(|w| w.int8.map(|f| (f, &w.tensor))).collect();
+        match fused {
+            Some(fw) if x.rows == 1 && !self.exact && ws.len() == outs.len() => {
+                for (w, o) in ws.iter().zip(outs.iter()) {
+                    if w.tensor.row_len() != x.cols || o.rows != 1 || o.cols != w.tensor.n_rows() {
+                        return Err(shape_err("matmul_many", format!("1x{} · {}ᵀ into {}x{}", x.cols, w.tensor.name, o.rows, o.cols)));
+                    }
+                }
+                let mut slices: Vec<&mut [f32]> = outs.iter_mut().map(|o| o.data.as_mut_slice()).collect();
+                matmul::matmul_many_int8(&self.pool, self.kernels, &x.data, &fw, &mut slices);
+                Ok(())
+            }
+            _ => {
+                for (w, o) in ws.iter().zip(outs.iter_mut()) {
+                    self.matmul(x, w, o)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
     fn add_bias(&self, x: &mut CpuAct, b: &Vec<f32>) -> Result<()> {
         if b.len() != x.cols {
             return Err(shape_err("add_bias", format!("bias of {} for rows of {}", b.len(), x.cols)));

@@ -20,6 +20,21 @@ pub fn f32_to_f16(k: KernelSet, src: &[f32], dst: &mut [u16]) {
     }
 }
 
+/// Converts IEEE half bits to f32, `src.len() == dst.len()`.
+pub fn f16_to_f32(k: KernelSet, src: &[u16], dst: &mut [f32]) {
+    assert_eq!(src.len(), dst.len(), "f16_to_f32 lengths");
+    #[cfg(target_arch = "x86_64")]
+    if k >= KernelSet::Avx2 && k.available() {
+        // SAFETY: as in `f32_to_f16`.
+        unsafe { x86::f16_to_f32(src, dst) };
+        return;
+    }
+    let _ = k;
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = super::int8::f16_to_f32(*s);
+    }
+}
+
 /// `Σ q[i] * k[i]` with `k` in f16 bits; equal lengths.
 pub fn dot_f16(k: KernelSet, q: &[f32], kv: &[u16]) -> f32 {
     assert_eq!(q.len(), kv.len(), "dot_f16 lengths");
@@ -104,6 +119,21 @@ mod x86 {
         }
         for i in n..src.len() {
             dst[i] = half::f16::from_f32(src[i]).to_bits();
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn f16_to_f32(src: &[u16], dst: &mut [f32]) {
+        let n = src.len() / 8 * 8;
+        for i in (0..n).step_by(8) {
+            // SAFETY: i + 8 <= n <= len of both slices.
+            unsafe {
+                let h = _mm_loadu_si128(src.as_ptr().add(i).cast());
+                _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_cvtph_ps(h));
+            }
+        }
+        for i in n..src.len() {
+            dst[i] = super::super::int8::f16_to_f32(src[i]);
         }
     }
 
@@ -211,6 +241,11 @@ mod tests {
                 f32_to_f16(k, &y, &mut h);
                 f32_to_f16(KernelSet::Scalar, &y, &mut h_ref);
                 assert_eq!(h, h_ref, "{k:?} f16 conversion n={n}");
+                let mut back = vec![0f32; n];
+                let mut back_ref = vec![0f32; n];
+                f16_to_f32(k, &h, &mut back);
+                f16_to_f32(KernelSet::Scalar, &h, &mut back_ref);
+                assert_eq!(back, back_ref, "{k:?} f16 to f32 n={n}");
                 let mag: f32 = x.iter().zip(&y).map(|(a, b)| (a * b).abs()).sum();
                 let (a, b) = (dot_f16(k, &x, &h), dot_f16(KernelSet::Scalar, &x, &h));
                 assert!((a - b).abs() <= tol(n, mag), "{k:?} dot_f16 n={n}: {a} vs {b}");
