@@ -80,7 +80,10 @@ fn magnitude(f: WeightFormat, w_row: &[u8], x: &[f32]) -> f32 {
 }
 
 fn forced_sets() -> Vec<KernelSet> {
-    let sets: Vec<KernelSet> = KernelSet::all_available().into_iter().filter(|k| *k != KernelSet::Scalar).collect();
+    let sets: Vec<KernelSet> = KernelSet::all_available()
+        .into_iter()
+        .filter(|k| *k != KernelSet::Scalar)
+        .collect();
     if sets.is_empty() {
         eprintln!("no SIMD kernel set on this machine: only the scalar reference is checked");
     }
@@ -104,7 +107,12 @@ fn matvec_kernels_match_scalar_reference() {
                 let rb = w.len() / rows;
                 for r in 0..rows {
                     let tol = REL_TOL * magnitude(f, &w[r * rb..(r + 1) * rb], &x);
-                    assert!((got[r] - want[r]).abs() <= tol, "{k:?} {f:?} {rows}x{cols} row {r}: {} vs {}", got[r], want[r]);
+                    assert!(
+                        (got[r] - want[r]).abs() <= tol,
+                        "{k:?} {f:?} {rows}x{cols} row {r}: {} vs {}",
+                        got[r],
+                        want[r]
+                    );
                 }
             }
         }
@@ -116,7 +124,13 @@ fn gemm_kernels_match_scalar_reference() {
     let mut rng = Rng(0xBEEF);
     for k in forced_sets() {
         for f in ALL {
-            for (rows, blocks, tokens) in [(1usize, 1usize, 1usize), (5, 2, 3), (19, 3, 7), (37, 4, 13), (64, 8, 32)] {
+            for (rows, blocks, tokens) in [
+                (1usize, 1usize, 1usize),
+                (5, 2, 3),
+                (19, 3, 7),
+                (37, 4, 13),
+                (64, 8, 32),
+            ] {
                 let cols = blocks * f.block_elems();
                 let w = random_weights(f, rows, cols, &mut rng);
                 let x: Vec<f32> = (0..tokens * cols).map(|_| rng.uniform()).collect();
@@ -129,12 +143,19 @@ fn gemm_kernels_match_scalar_reference() {
                 let rb = w.len() / rows;
                 for t in 0..tokens {
                     for r in 0..rows {
-                        let tol = REL_TOL * magnitude(f, &w[r * rb..(r + 1) * rb], &x[t * cols..(t + 1) * cols]);
+                        let tol = REL_TOL
+                            * magnitude(f, &w[r * rb..(r + 1) * rb], &x[t * cols..(t + 1) * cols]);
                         let (g, e) = (got[t * ldo + r], want[t * ldo + r]);
-                        assert!((g - e).abs() <= tol, "{k:?} {f:?} {rows}x{cols}, {tokens} tokens, [{t},{r}]: {g} vs {e}");
+                        assert!(
+                            (g - e).abs() <= tol,
+                            "{k:?} {f:?} {rows}x{cols}, {tokens} tokens, [{t},{r}]: {g} vs {e}"
+                        );
                     }
                     for pad in rows..ldo.min(got.len() - t * ldo) {
-                        assert!(got[t * ldo + pad].is_nan(), "{k:?} {f:?} wrote past row {rows} (ldo {ldo})");
+                        assert!(
+                            got[t * ldo + pad].is_nan(),
+                            "{k:?} {f:?} wrote past row {rows} (ldo {ldo})"
+                        );
                     }
                 }
             }
@@ -154,13 +175,19 @@ fn quantize_kernels_match_scalar_reference() {
             simd::quantize_rows(KernelSet::Scalar, &x, 3, cols, &mut want);
             simd::quantize_rows(k, &x, 3, cols, &mut got);
             for b in 0..want.d.len() {
-                assert!((got.d[b] - want.d[b]).abs() <= want.d[b] * 1e-6, "{k:?} scale {b}");
+                assert!(
+                    (got.d[b] - want.d[b]).abs() <= want.d[b] * 1e-6,
+                    "{k:?} scale {b}"
+                );
             }
             for (i, (&g, &e)) in got.qs.iter().zip(&want.qs).enumerate() {
                 // Ties at exactly .5 may round either way (half-to-even vs half-away).
                 let v = x[i] / want.d[i / 32].max(f32::MIN_POSITIVE);
                 let tie = (v.abs().fract() - 0.5).abs() < 1e-3;
-                assert!(g == e || (tie && (g as i32 - e as i32).abs() == 1), "{k:?} quant {i}: {g} vs {e} (x/d = {v})");
+                assert!(
+                    g == e || (tie && (g as i32 - e as i32).abs() == 1),
+                    "{k:?} quant {i}: {g} vs {e} (x/d = {v})"
+                );
             }
             for (h, &bs) in got.bsums.iter().enumerate() {
                 let sum: i32 = got.qs[h * 16..h * 16 + 16].iter().map(|&q| q as i32).sum();
@@ -168,7 +195,10 @@ fn quantize_kernels_match_scalar_reference() {
             }
             for b in 0..got.s.len() {
                 let sum: i32 = got.qs[b * 32..b * 32 + 32].iter().map(|&q| q as i32).sum();
-                assert!((got.s[b] - got.d[b] * sum as f32).abs() <= got.d[b].abs() * 1e-3 + 1e-7, "{k:?} s {b}");
+                assert!(
+                    (got.s[b] - got.d[b] * sum as f32).abs() <= got.d[b].abs() * 1e-3 + 1e-7,
+                    "{k:?} s {b}"
+                );
             }
         }
     }

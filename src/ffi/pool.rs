@@ -170,19 +170,11 @@ impl Pool {
         });
     }
 
-    /// Splits a row-major matrix `data` (`rows` rows of stride `ldo`, `cols <= ldo` columns in
-    /// use) into tiles of `row_chunk x col_chunk` and runs `f` on each, column chunk by column
+    /// Splits a row-major matrix `data` (`rows.len` rows of stride `ldo`, `cols.len <= ldo`
+    /// columns in use) into tiles of `rows.chunk x cols.chunk` and runs `f` on each, column chunk by column
     /// chunk (tasks that share a column range run back to back, so what they share stays cached).
-    pub fn tiles_mut<T: Send>(
-        &self,
-        data: &mut [T],
-        ldo: usize,
-        rows: usize,
-        row_chunk: usize,
-        cols: usize,
-        col_chunk: usize,
-        f: impl Fn(&mut Tile<'_, T>) + Sync,
-    ) {
+    pub fn tiles_mut<T: Send>(&self, data: &mut [T], ldo: usize, rows: Split, cols: Split, f: impl Fn(&mut Tile<'_, T>) + Sync) {
+        let (Split { len: rows, chunk: row_chunk }, Split { len: cols, chunk: col_chunk }) = (rows, cols);
         assert!(cols <= ldo && (rows == 0 || data.len() >= (rows - 1) * ldo + cols), "tiles_mut: {rows}x{cols} (ldo {ldo}) in {}", data.len());
         let (row_chunk, col_chunk) = (row_chunk.max(1), col_chunk.max(1));
         let n_row_chunks = rows.div_ceil(row_chunk);
@@ -208,6 +200,16 @@ impl Pool {
 struct SendPtr<'a, T>(*mut T, PhantomData<&'a mut [T]>);
 // SAFETY: tasks only form disjoint sub-slices (see `chunks_mut`), and `T: Send`.
 unsafe impl<T: Send> Sync for SendPtr<'_, T> {}
+
+/// How one dimension of a matrix is cut for [`Pool::tiles_mut`]: `len` indices in chunks of
+/// `chunk` (the last may be shorter).
+#[derive(Clone, Copy, Debug)]
+pub struct Split {
+    /// Number of rows (or columns).
+    pub len: usize,
+    /// Rows (or columns) per tile.
+    pub chunk: usize,
+}
 
 /// One task's tile of a matrix split by [`Pool::tiles_mut`]: its rows and columns, and mutable
 /// access to its part of each row.
@@ -372,7 +374,7 @@ mod tests {
         let pool = Pool::new(2).unwrap();
         let (rows, cols, ldo) = (13usize, 37usize, 40usize);
         let mut m = vec![0u32; rows * ldo];
-        pool.tiles_mut(&mut m, ldo, rows, 4, cols, 8, |t| {
+        pool.tiles_mut(&mut m, ldo, Split { len: rows, chunk: 4 }, Split { len: cols, chunk: 8 }, |t| {
             for r in t.rows.clone() {
                 let c0 = t.cols.start;
                 t.row_mut(r).iter_mut().enumerate().for_each(|(j, v)| *v += (r * 1000 + c0 + j) as u32);

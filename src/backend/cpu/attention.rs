@@ -5,9 +5,9 @@
 
 use std::cell::RefCell;
 
-use super::kv::{CpuKv, KvRows};
+use super::kv::{KvRows, LayerKv};
 use crate::backend::AttentionShape;
-use crate::ffi::pool::Pool;
+use crate::ffi::pool::{Pool, Split};
 use crate::ffi::simd::{float, KernelSet};
 
 /// Query rows one prefill task takes for one head: each key and value row is converted to f32
@@ -40,14 +40,13 @@ fn first_key(p: usize, window: Option<usize>) -> usize {
 
 /// Prefill attention: tasks of (block of query rows, head); scores of the block against every
 /// key it may see, softmax per row, then the values.
-fn attention_blocked(pool: &Pool, k: KernelSet, q: &[f32], kv: &CpuKv, layer: usize, positions: &[usize], s: AttentionShape, out: &mut [f32]) {
+fn attention_blocked(pool: &Pool, k: KernelSet, q: &[f32], kv: LayerKv<'_>, positions: &[usize], s: AttentionShape, out: &mut [f32]) {
     let hd = s.head_dim;
     let qd = s.n_heads * hd;
     let group = s.n_heads / s.n_kv_heads;
-    let kv_dim = kv.kv_dim;
-    let (keys, values) = (&kv.k[layer], &kv.v[layer]);
+    let LayerKv { keys, values, kv_dim } = kv;
     let n = positions.len();
-    pool.tiles_mut(out, qd, n, QUERIES_PER_TASK, qd, hd, |tile| {
+    pool.tiles_mut(out, qd, Split { len: n, chunk: QUERIES_PER_TASK }, Split { len: qd, chunk: hd }, |tile| {
         let h = tile.cols.start / hd;
         let off = (h / group) * hd;
         let rows = tile.rows.clone();
@@ -105,14 +104,13 @@ fn attention_blocked(pool: &Pool, k: KernelSet, q: &[f32], kv: &CpuKv, layer: us
 
 /// Attention of the query rows `q` (at `positions`) over `layer` of `kv` into `out` (shapes
 /// checked by the caller).
-pub fn attention(pool: &Pool, k: KernelSet, q: &[f32], kv: &CpuKv, layer: usize, positions: &[usize], s: AttentionShape, out: &mut [f32]) {
+pub fn attention(pool: &Pool, k: KernelSet, q: &[f32], kv: LayerKv<'_>, positions: &[usize], s: AttentionShape, out: &mut [f32]) {
     if positions.len() > 1 {
-        return attention_blocked(pool, k, q, kv, layer, positions, s, out);
+        return attention_blocked(pool, k, q, kv, positions, s, out);
     }
     let hd = s.head_dim;
     let group = s.n_heads / s.n_kv_heads;
-    let kv_dim = kv.kv_dim;
-    let (keys, values) = (&kv.k[layer], &kv.v[layer]);
+    let LayerKv { keys, values, kv_dim } = kv;
     pool.chunks_mut(out, hd, |idx, o| {
         let (t, h) = (idx / s.n_heads, idx % s.n_heads);
         let p = positions[t];

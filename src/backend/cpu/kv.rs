@@ -75,8 +75,24 @@ impl CpuKv {
         self.k.iter().chain(&self.v).map(KvRows::bytes).sum()
     }
 
+    /// The keys and values of `layer`.
+    pub fn layer(&self, layer: usize) -> LayerKv<'_> {
+        LayerKv { keys: &self.k[layer], values: &self.v[layer], kv_dim: self.kv_dim }
+    }
+
     /// Positions stored in `layer` (the highest stored position + 1).
     pub fn stored(&self, layer: usize) -> usize {
         self.k[layer].len() / self.kv_dim.max(1)
     }
+}
+
+/// One layer's keys and values, borrowed.
+#[derive(Clone, Copy, Debug)]
+pub struct LayerKv<'a> {
+    /// Keys, one `kv_dim` row per position.
+    pub keys: &'a KvRows,
+    /// Values, one `kv_dim` row per position.
+    pub values: &'a KvRows,
+    /// Width of a row.
+    pub kv_dim: usize,
 }

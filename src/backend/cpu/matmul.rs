@@ -9,7 +9,7 @@
 
 use std::cell::RefCell;
 
-use crate::ffi::pool::Pool;
+use crate::ffi::pool::{Pool, Split};
 use crate::ffi::simd::{self, KernelSet};
 use crate::quant::int8::{Q8Acts, WeightFormat, QK8};
 use crate::quant::{dot_row, dot_rows_multi};
@@ -109,7 +109,7 @@ fn matmul_int8(pool: &Pool, k: KernelSet, f: WeightFormat, x: &[f32], n: usize, 
             simd::quantize_rows(k, &x[t0 * cols..t1 * cols], t1 - t0, cols, &mut t[0]);
         });
         let tiles = &tiles[..n_tiles];
-        pool.tiles_mut(out, rows, n, TOKENS_PER_TILE, rows, per.max(64), |tile| {
+        pool.tiles_mut(out, rows, Split { len: n, chunk: TOKENS_PER_TILE }, Split { len: rows, chunk: per.max(64) }, |tile| {
             let acts = &tiles[tile.rows.start / TOKENS_PER_TILE];
             let (r0, r1) = (tile.cols.start, tile.cols.end);
             OUT_TILE.with(|buf| {
@@ -158,7 +158,7 @@ fn matmul_f32(pool: &Pool, x: &[f32], n: usize, w: &TensorRef, out: &mut [f32]) 
         });
         return;
     }
-    pool.tiles_mut(out, rows, n, TOKENS_PER_TILE, rows, per, |tile| {
+    pool.tiles_mut(out, rows, Split { len: n, chunk: TOKENS_PER_TILE }, Split { len: rows, chunk: per }, |tile| {
         SCRATCH.with(|s| {
             let mut s = s.borrow_mut();
             let (t0, t1, c0) = (tile.rows.start, tile.rows.end, tile.cols.start);

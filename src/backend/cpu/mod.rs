@@ -264,7 +264,7 @@ impl Backend for CpuBackend {
                 return Err(shape_err("attention", format!("position {p} has no stored key ({stored} stored)")));
             }
         }
-        attention::attention(&self.pool, self.kernels, &q.data, kv, layer, positions, s, &mut out.data);
+        attention::attention(&self.pool, self.kernels, &q.data, kv.layer(layer), positions, s, &mut out.data);
         Ok(())
     }
 
