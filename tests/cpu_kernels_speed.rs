@@ -66,6 +66,7 @@ fn matvec_bandwidth() {
         (WeightFormat::Q5_0, 2048, 640, "Gemma ffn (in L2)"),
         (WeightFormat::Q4_0, 1536, 576, "Q4_0 (in L2)"),
         (WeightFormat::Q5_1, 1536, 576, "Q5_1 (in L2)"),
+        (WeightFormat::Q8_0, 1024, 576, "Q8_0 (in L2)"),
         (WeightFormat::Q8_0, 49152, 576, "SmolLM2 LM head (L3-sized)"),
         (WeightFormat::Q8_0, 262144, 640, "Gemma LM head (DRAM)"),
     ];

@@ -29,6 +29,11 @@ const Q5_0: u8 = 2;
 const Q5_1: u8 = 3;
 const Q8_0: u8 = 4;
 
+/// How far ahead of the block being read the matrix-vector kernels prefetch weights. The rows of
+/// a kernel call are contiguous, so this lands in the rows of a later tile; at ~30 GB/s and ~100 ns
+/// of DRAM latency about 3 KiB are in flight, and measured on Zen 5 8 KiB beat 2.5 KiB clearly.
+const PREFETCH_BYTES: usize = 8192;
+
 /// The [`WeightFormat`] of a format code.
 const fn format_of(f: u8) -> WeightFormat {
     match f {
@@ -240,6 +245,12 @@ macro_rules! kernel_set {
                         let mut u = [zero_i; RTN];
                         let mut raw = [zero_i; RTN];
                         for r in 0..RTN {
+                            if TTN == 1 {
+                                // Matrix-vector: stream weights from further ahead so that DRAM
+                                // latency overlaps this tile's work. A prefetch never faults; past
+                                // the last row it is simply wasted.
+                                _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(r * row_bytes + b * bb + PREFETCH_BYTES) as *const i8);
+                            }
                             // SAFETY: block b < nb of row r lies inside the caller's weight bytes.
                             let v = unsafe { unpack::<F>(w.add(r * row_bytes + b * bb)) };
                             if F == Q8_0 && !VNNI {
