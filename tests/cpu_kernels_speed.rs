@@ -77,7 +77,12 @@ fn matvec_bandwidth() {
         for k in KernelSet::all_available() {
             let reps = if k == KernelSet::Scalar { 2 } else { 10 };
             let s = best_of(reps, || simd::dot_rows(k, f, &w, &x.row(0), &mut out));
-            println!("matvec {f:?} {rows}x{cols} [{what}] {:>6}: {:7.2} GB/s ({:.3} ms)", k.name(), w.len() as f64 / s / 1e9, s * 1e3);
+            println!(
+                "matvec {f:?} {rows}x{cols} [{what}] {:>6}: {:7.2} GB/s ({:.3} ms)",
+                k.name(),
+                w.len() as f64 / s / 1e9,
+                s * 1e3
+            );
         }
     }
 }
@@ -86,7 +91,12 @@ fn matvec_bandwidth() {
 #[ignore]
 fn gemm_throughput() {
     let mut rng = Rng(11);
-    let cases = [(WeightFormat::Q4_1, 1536, 576, 128), (WeightFormat::Q8_0, 1536, 576, 128), (WeightFormat::Q5_0, 2048, 640, 128), (WeightFormat::Q4_1, 256, 576, 256)];
+    let cases = [
+        (WeightFormat::Q4_1, 1536, 576, 128),
+        (WeightFormat::Q8_0, 1536, 576, 128),
+        (WeightFormat::Q5_0, 2048, 640, 128),
+        (WeightFormat::Q4_1, 256, 576, 256),
+    ];
     for (f, rows, cols, tokens) in cases {
         let w = weights(f, rows, cols, &mut rng);
         let x = acts(tokens, cols, &mut rng);
@@ -95,7 +105,12 @@ fn gemm_throughput() {
             let reps = if k == KernelSet::Scalar { 1 } else { 5 };
             let s = best_of(reps, || simd::gemm(k, f, &w, rows, &x, &mut out, rows));
             let macs = (rows * cols * tokens) as f64;
-            println!("gemm {f:?} {rows}x{cols} x {tokens} tokens {:>6}: {:7.2} GMAC/s ({:.3} ms)", k.name(), macs / s / 1e9, s * 1e3);
+            println!(
+                "gemm {f:?} {rows}x{cols} x {tokens} tokens {:>6}: {:7.2} GMAC/s ({:.3} ms)",
+                k.name(),
+                macs / s / 1e9,
+                s * 1e3
+            );
         }
     }
 }
@@ -109,6 +124,10 @@ fn quantize_throughput() {
     let mut a = Q8Acts::default();
     for k in KernelSet::all_available() {
         let s = best_of(5, || simd::quantize_rows(k, &x, tokens, cols, &mut a));
-        println!("quantize {tokens}x{cols} {:>6}: {:7.2} GB/s of f32 input", k.name(), (x.len() * 4) as f64 / s / 1e9);
+        println!(
+            "quantize {tokens}x{cols} {:>6}: {:7.2} GB/s of f32 input",
+            k.name(),
+            (x.len() * 4) as f64 / s / 1e9
+        );
     }
 }

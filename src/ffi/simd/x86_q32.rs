@@ -65,7 +65,15 @@ fn row_fits(f: u8, row_bytes: usize, x: &Q8Row) -> bool {
 
 /// Whether `w`, `xs` and `out` are consistent for a `n_rows`-row product (as the safe wrapper in
 /// `super` checks); the kernels fall back to the scalar reference otherwise.
-fn gemm_fits(f: u8, w: &[u8], row_bytes: usize, n_rows: usize, xs: &Q8Acts, out: &[f32], ldo: usize) -> bool {
+fn gemm_fits(
+    f: u8,
+    w: &[u8],
+    row_bytes: usize,
+    n_rows: usize,
+    xs: &Q8Acts,
+    out: &[f32],
+    ldo: usize,
+) -> bool {
     let nb = xs.cols / QK8;
     xs.cols == nb * QK8
         && row_bytes == nb * block_bytes(f)
@@ -82,7 +90,8 @@ fn gemm_fits(f: u8, w: &[u8], row_bytes: usize, n_rows: usize, xs: &Q8Acts, out:
 /// `$idot` the integer dot (i32 lanes `acc + Σ u*x` over groups of 4 bytes), `$mv` the rows per
 /// matrix-vector tile and `$rt` x `$tt` the matrix-matrix tile.
 macro_rules! kernel_set {
-    ($name:ident, $feat:literal, $vnni:literal, |$acc:ident, $u:ident, $x:ident| $idot:block, $mv:literal, $rt:literal, $tt:literal) => {
+    ($(#[$attr:meta])* $name:ident, $feat:literal, $vnni:literal, |$acc:ident, $u:ident, $x:ident| $idot:block, $mv:literal, $rt:literal, $tt:literal) => {
+        $(#[$attr])*
         mod $name {
             use super::*;
 
@@ -457,9 +466,33 @@ macro_rules! kernel_set {
     };
 }
 
-kernel_set!(avx2, "avx2,fma,f16c", false, |acc, u, x| { _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), _mm256_set1_epi16(1))) }, 4, 2, 4);
+kernel_set!(
+    avx2,
+    "avx2,fma,f16c",
+    false,
+    |acc, u, x| {
+        _mm256_add_epi32(
+            acc,
+            _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), _mm256_set1_epi16(1)),
+        )
+    },
+    4,
+    2,
+    4
+);
 
-kernel_set!(avx512, "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni", true, |acc, u, x| { _mm256_dpbusd_epi32(acc, u, x) }, 4, 4, 4);
+kernel_set!(
+    // AVX-512 intrinsics and target features are stable since Rust 1.89; the crate builds with
+    // 1.95 (Cargo.toml's rust-version predates them).
+    #[allow(clippy::incompatible_msrv)]
+    avx512,
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+    true,
+    |acc, u, x| { _mm256_dpbusd_epi32(acc, u, x) },
+    4,
+    4,
+    4
+);
 
 /// The matrix-vector kernel of `k` for `f`, if this file has one.
 pub fn dot_rows_fn(k: KernelSet, f: WeightFormat) -> Option<DotRowsFn> {
