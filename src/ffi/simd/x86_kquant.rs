@@ -71,6 +71,30 @@ fn rows_at<const R: usize>(w: &[u8], row_bytes: usize, r0: usize) -> [&[u8]; R] 
     core::array::from_fn(|i| &w[(r0 + i) * row_bytes..(r0 + i + 1) * row_bytes])
 }
 
+/// Requests the cache lines of `ahead[from..from + len]` (clipped to `ahead`): the matrix-vector
+/// kernels fetch the next tile's rows while they compute on this one, one super-block column per
+/// step, since the hardware prefetchers follow a few row streams only so far ahead.
+#[inline(always)]
+fn prefetch(ahead: &[u8], from: usize, len: usize) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    let end = (from + len).min(ahead.len());
+    let mut at = from;
+    while at < end {
+        // SAFETY: a prefetch is only a hint and never faults; `at < ahead.len()`, so the pointer
+        // stays inside `ahead` and is never dereferenced.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.as_ptr().wrapping_add(at).cast()) };
+        at += 64;
+    }
+}
+
+/// The bytes of the `R` rows after rows `r0..r0 + R` (empty past the end of `w`).
+#[inline(always)]
+fn next_rows<const R: usize>(w: &[u8], row_bytes: usize, r0: usize) -> &[u8] {
+    let from = ((r0 + R) * row_bytes).min(w.len());
+    let to = ((r0 + 2 * R) * row_bytes).min(w.len());
+    &w[from..to]
+}
+
 /// AVX-512 (F, BW, VL, VNNI) kernels: 64 weights (two Q4_K sub-blocks, four Q6_K groups) per
 /// `vpdpbusd`.
 mod avx512 {
@@ -204,11 +228,12 @@ mod avx512 {
         }
     }
 
-    /// Dot products of `R` weight rows with `T` activation rows: `[r][t]`.
+    /// Dot products of `R` weight rows with `T` activation rows: `[r][t]`, prefetching `ahead`.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     fn tile<const FMT: u8, const BB: usize, const R: usize, const T: usize>(
         rows: &[&[u8]; R],
+        ahead: &[u8],
         xs: &[Q8Row; T],
     ) -> [[f32; T]; R] {
         let nsb = xs[0].qs.len() / QKK;
@@ -230,7 +255,11 @@ mod avx512 {
         let half_idx = lane_idx(0, 1);
         let min_idx = lane_idx(8, 1);
         for k in 0..nsb {
-            let blks: [&[u8]; R] = core::array::from_fn(|r| &rows[r][k * BB..k * BB + BB]);
+            super::prefetch(ahead, k * R * BB, R * BB);
+            let mut blks: [&[u8]; R] = [&[]; R];
+            for r in 0..R {
+                blks[r] = &rows[r][k * BB..k * BB + BB];
+            }
             let mut p = [_mm512_setzero_ps(); R];
             let mut cw = [_mm512_setzero_ps(); R];
             for r in 0..R {
@@ -303,14 +332,22 @@ mod avx512 {
         let n = out.len();
         let mut r = 0;
         while r + 4 <= n {
-            let v = tile::<FMT, BB, 4, 1>(&rows_at::<4>(w, row_bytes, r), &xs);
+            let v = tile::<FMT, BB, 4, 1>(
+                &rows_at::<4>(w, row_bytes, r),
+                super::next_rows::<4>(w, row_bytes, r),
+                &xs,
+            );
             for i in 0..4 {
                 out[r + i] = v[i][0];
             }
             r += 4;
         }
         while r < n {
-            out[r] = tile::<FMT, BB, 1, 1>(&rows_at::<1>(w, row_bytes, r), &xs)[0][0];
+            out[r] = tile::<FMT, BB, 1, 1>(
+                &rows_at::<1>(w, row_bytes, r),
+                super::next_rows::<1>(w, row_bytes, r),
+                &xs,
+            )[0][0];
             r += 1;
         }
     }
@@ -329,7 +366,7 @@ mod avx512 {
         ldo: usize,
     ) {
         let x: [Q8Row; T] = core::array::from_fn(|t| xs.row(t0 + t));
-        let v = tile::<FMT, BB, R, T>(&rows_at::<R>(w, row_bytes, r0), &x);
+        let v = tile::<FMT, BB, R, T>(&rows_at::<R>(w, row_bytes, r0), &[], &x);
         for (r, vr) in v.iter().enumerate() {
             for (t, &e) in vr.iter().enumerate() {
                 out[(t0 + t) * ldo + r0 + r] = e;
@@ -477,11 +514,12 @@ mod avx2 {
         }
     }
 
-    /// Dot products of `R` weight rows with `T` activation rows: `[r][t]`.
+    /// Dot products of `R` weight rows with `T` activation rows: `[r][t]`, prefetching `ahead`.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     fn tile<const FMT: u8, const BB: usize, const R: usize, const T: usize>(
         rows: &[&[u8]; R],
+        ahead: &[u8],
         xs: &[Q8Row; T],
     ) -> [[f32; T]; R] {
         let nsb = xs[0].qs.len() / QKK;
@@ -491,7 +529,11 @@ mod avx2 {
         let pairs_lo = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
         let pairs_hi = _mm256_setr_epi32(4, 4, 5, 5, 6, 6, 7, 7);
         for k in 0..nsb {
-            let blks: [&[u8]; R] = core::array::from_fn(|r| &rows[r][k * BB..k * BB + BB]);
+            super::prefetch(ahead, k * R * BB, R * BB);
+            let mut blks: [&[u8]; R] = [&[]; R];
+            for r in 0..R {
+                blks[r] = &rows[r][k * BB..k * BB + BB];
+            }
             let mut p = [(_mm256_setzero_ps(), _mm256_setzero_ps()); R];
             for r in 0..R {
                 p[r] = decode::<FMT>(blks[r]);
@@ -580,14 +622,22 @@ mod avx2 {
         let n = out.len();
         let mut r = 0;
         while r + 4 <= n {
-            let v = tile::<FMT, BB, 4, 1>(&rows_at::<4>(w, row_bytes, r), &xs);
+            let v = tile::<FMT, BB, 4, 1>(
+                &rows_at::<4>(w, row_bytes, r),
+                super::next_rows::<4>(w, row_bytes, r),
+                &xs,
+            );
             for i in 0..4 {
                 out[r + i] = v[i][0];
             }
             r += 4;
         }
         while r < n {
-            out[r] = tile::<FMT, BB, 1, 1>(&rows_at::<1>(w, row_bytes, r), &xs)[0][0];
+            out[r] = tile::<FMT, BB, 1, 1>(
+                &rows_at::<1>(w, row_bytes, r),
+                super::next_rows::<1>(w, row_bytes, r),
+                &xs,
+            )[0][0];
             r += 1;
         }
     }
@@ -606,7 +656,7 @@ mod avx2 {
         ldo: usize,
     ) {
         let x: [Q8Row; T] = core::array::from_fn(|t| xs.row(t0 + t));
-        let v = tile::<FMT, BB, R, T>(&rows_at::<R>(w, row_bytes, r0), &x);
+        let v = tile::<FMT, BB, R, T>(&rows_at::<R>(w, row_bytes, r0), &[], &x);
         for (r, vr) in v.iter().enumerate() {
             for (t, &e) in vr.iter().enumerate() {
                 out[(t0 + t) * ldo + r0 + r] = e;
