@@ -270,40 +270,48 @@ mod avx512 {
                     _mm512_permutexvar_ps(min_idx, p[r])
                 };
             }
+            // With one token, each row's group scales are multiplied by the token's block
+            // scales once per super-block (`pd`) and then only permuted per chunk; with several,
+            // weight and token scales are permuted separately and multiplied per pair.
+            let mut pd = [_mm512_setzero_ps(); R];
             for t in 0..T {
                 let dx = ld_dx(&xs[t].d[8 * k..8 * k + 8]);
-                let mut cx = _mm512_mul_ps(
-                    ld_bsums(&xs[t].bsums[16 * k..16 * k + 16]),
-                    _mm512_permutexvar_ps(half_idx, dx),
-                );
+                let dx_pairs = _mm512_permutexvar_ps(half_idx, dx);
+                let mut cx = _mm512_mul_ps(ld_bsums(&xs[t].bsums[16 * k..16 * k + 16]), dx_pairs);
                 if FMT == Q6K {
                     cx = _mm512_mul_ps(cx, _mm512_set1_ps(32.0));
                 }
                 for r in 0..R {
                     acc[r][t] = _mm512_fnmadd_ps(cw[r], cx, acc[r][t]);
+                    if T == 1 {
+                        pd[r] = _mm512_mul_ps(p[r], if FMT == Q6K { dx_pairs } else { dx });
+                    }
                 }
             }
             for j in 0..4 {
+                let w_idx = if FMT == Q6K { grp_idx[j] } else { sub_idx[j] };
                 let mut w = [_mm512_setzero_si512(); R];
                 let mut ws = [_mm512_setzero_ps(); R];
                 for r in 0..R {
                     w[r] = unpack::<FMT>(blks[r], j);
-                    ws[r] = _mm512_permutexvar_ps(
-                        if FMT == Q6K { grp_idx[j] } else { sub_idx[j] },
-                        p[r],
-                    );
+                    ws[r] = _mm512_permutexvar_ps(w_idx, if T == 1 { pd[r] } else { p[r] });
                 }
                 for t in 0..T {
                     let base = k * QKK + 64 * j;
                     let xq = ld512_i8(&xs[t].qs[base..base + 64]);
-                    let xsc = _mm512_permutexvar_ps(sub_idx[j], ld_dx(&xs[t].d[8 * k..8 * k + 8]));
+                    let xsc = if T == 1 {
+                        _mm512_set1_ps(1.0)
+                    } else {
+                        _mm512_permutexvar_ps(sub_idx[j], ld_dx(&xs[t].d[8 * k..8 * k + 8]))
+                    };
                     for r in 0..R {
                         let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[r], xq);
-                        acc[r][t] = _mm512_fmadd_ps(
-                            _mm512_cvtepi32_ps(dot),
-                            _mm512_mul_ps(ws[r], xsc),
-                            acc[r][t],
-                        );
+                        let scale = if T == 1 {
+                            ws[r]
+                        } else {
+                            _mm512_mul_ps(ws[r], xsc)
+                        };
+                        acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[r][t]);
                     }
                 }
             }
@@ -546,8 +554,10 @@ mod avx2 {
                 let bs_lo = _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(bsv)));
                 let bs_hi =
                     _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(bsv)));
-                let mut cx_lo = _mm256_mul_ps(bs_lo, _mm256_permutevar8x32_ps(dx, pairs_lo));
-                let mut cx_hi = _mm256_mul_ps(bs_hi, _mm256_permutevar8x32_ps(dx, pairs_hi));
+                let dx_lo = _mm256_permutevar8x32_ps(dx, pairs_lo);
+                let dx_hi = _mm256_permutevar8x32_ps(dx, pairs_hi);
+                let mut cx_lo = _mm256_mul_ps(bs_lo, dx_lo);
+                let mut cx_hi = _mm256_mul_ps(bs_hi, dx_hi);
                 if FMT == Q6K {
                     cx_lo = _mm256_mul_ps(cx_lo, _mm256_set1_ps(32.0));
                     cx_hi = _mm256_mul_ps(cx_hi, _mm256_set1_ps(32.0));
@@ -563,6 +573,14 @@ mod avx2 {
                     };
                     acc[r][t] = _mm256_fnmadd_ps(cw_lo, cx_lo, acc[r][t]);
                     acc[r][t] = _mm256_fnmadd_ps(cw_hi, cx_hi, acc[r][t]);
+                    // One token: fold its block scales into the row's scales once (as AVX-512).
+                    if T == 1 {
+                        p[r] = if FMT == Q6K {
+                            (_mm256_mul_ps(p[r].0, dx_lo), _mm256_mul_ps(p[r].1, dx_hi))
+                        } else {
+                            (_mm256_mul_ps(p[r].0, dx), p[r].1)
+                        };
+                    }
                 }
             }
             for s in 0..8 {
@@ -585,11 +603,12 @@ mod avx2 {
                     let xsc = _mm256_set1_ps(xs[t].d[8 * k + s]);
                     for r in 0..R {
                         let dot = _mm256_madd_epi16(_mm256_maddubs_epi16(w[r], xq), ones);
-                        acc[r][t] = _mm256_fmadd_ps(
-                            _mm256_cvtepi32_ps(dot),
-                            _mm256_mul_ps(ws[r], xsc),
-                            acc[r][t],
-                        );
+                        let scale = if T == 1 {
+                            ws[r]
+                        } else {
+                            _mm256_mul_ps(ws[r], xsc)
+                        };
+                        acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc[r][t]);
                     }
                 }
             }
