@@ -97,6 +97,9 @@ fn next_rows<const R: usize>(w: &[u8], row_bytes: usize, r0: usize) -> &[u8] {
 
 /// AVX-512 (F, BW, VL, VNNI) kernels: 64 weights (two Q4_K sub-blocks, four Q6_K groups) per
 /// `vpdpbusd`.
+// The AVX-512 intrinsics are stable since Rust 1.89 (safe `#[target_feature]` functions since
+// 1.86), above the crate's declared `rust-version` of 1.80: this file needs 1.89.
+#[clippy::msrv = "1.89"]
 mod avx512 {
     use super::{rows_at, Q8Acts, Q8Row, Q5K, Q6K, QKK};
     use std::arch::x86_64::*;
@@ -197,7 +200,7 @@ mod avx512 {
             let qhz =
                 _mm512_inserti64x4::<1>(_mm512_castsi256_si512(qh), _mm256_srli_epi16::<2>(qh));
             let m30 = _mm512_set1_epi8(0x30);
-            if j % 2 == 0 {
+            if j.is_multiple_of(2) {
                 let lo = _mm512_and_si512(ql, m4);
                 _mm512_or_si512(lo, _mm512_and_si512(_mm512_slli_epi16::<4>(qhz), m30))
             } else {
@@ -416,6 +419,7 @@ mod avx512 {
 
 /// AVX2 (+ FMA, F16C) kernels without VNNI: `vpmaddubsw` then `vpmaddwd` per 32 weights.
 /// Overflow-free: a `vpmaddubsw` pair sum is at most 2 * 63 * 127 < 2^15 (Q6_K's largest `q`).
+#[clippy::msrv = "1.89"]
 mod avx2 {
     use super::{rows_at, Q8Acts, Q8Row, Q5K, Q6K, QKK};
     use std::arch::x86_64::*;
