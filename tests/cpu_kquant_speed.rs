@@ -1,0 +1,143 @@
+//! Single-thread speed of the k-quant integer kernels (Q4_K, Q5_K, Q6_K) for every kernel set this
+//! machine has: matrix-vector products in GB/s of weights streamed (decode is bound by memory, so
+//! this is the number that matters), matrix products over 128 tokens in GMAC/s (prefill is bound
+//! by compute). Ignored by default; run with
+//! `cargo test --release --test cpu_kquant_speed -- --ignored --nocapture`.
+//! Correctness is `cpu_kernels_match_reference`'s job; this file only checks that every set
+//! agrees with the scalar result on the timed shapes, so that it never times a broken kernel.
+
+use edgellm::ffi::simd::{self, KernelSet};
+use edgellm::quant::int8::{Q8Acts, WeightFormat};
+use std::time::{Duration, Instant};
+
+/// Each measurement repeats its call for at least this long.
+const MIN_TIME: Duration = Duration::from_millis(300);
+
+struct Rng(u64);
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn uniform(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+}
+
+/// Random blocks with small finite f16 scales at the format's scale offsets.
+fn random_weights(f: WeightFormat, rows: usize, cols: usize, rng: &mut Rng) -> Vec<u8> {
+    let n = rows * cols / f.block_elems() * f.block_bytes();
+    let mut w: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
+    let fields: &[usize] = if f == WeightFormat::Q6K {
+        &[208]
+    } else {
+        &[0, 2]
+    };
+    for blk in w.chunks_exact_mut(f.block_bytes()) {
+        for &o in fields {
+            blk[o..o + 2].copy_from_slice(&half::f16::from_f32(rng.uniform() * 0.05).to_le_bytes());
+        }
+    }
+    w
+}
+
+fn acts(tokens: usize, cols: usize, rng: &mut Rng) -> Q8Acts {
+    let x: Vec<f32> = (0..tokens * cols).map(|_| rng.uniform()).collect();
+    let mut a = Q8Acts::default();
+    simd::quantize_rows(KernelSet::Scalar, &x, tokens, cols, &mut a);
+    a
+}
+
+/// Seconds per call of `f`: the best mean over batches of about 20 ms, after one warm-up call
+/// (the best batch, because other processes share this machine's cores).
+fn time(mut f: impl FnMut()) -> f64 {
+    f();
+    let start = Instant::now();
+    let mut best = f64::INFINITY;
+    while start.elapsed() < MIN_TIME {
+        let batch = Instant::now();
+        let mut n = 0u32;
+        while batch.elapsed() < Duration::from_millis(20) {
+            f();
+            n += 1;
+        }
+        best = best.min(batch.elapsed().as_secs_f64() / n as f64);
+    }
+    best
+}
+
+fn agree(k: KernelSet, what: &str, got: &[f32], want: &[f32]) {
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())) + 1e-6;
+    for (i, (g, e)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - e).abs() <= 1e-4 * scale,
+            "{k:?} {what} [{i}]: {g} vs {e}"
+        );
+    }
+}
+
+#[test]
+#[ignore = "timing; run by hand with --release --ignored --nocapture"]
+fn kquant_matvec_gb_per_s() {
+    let mut rng = Rng(0x5EED);
+    let shapes = [
+        (WeightFormat::Q4K, 640, 1024, "Gemma 3 attn_output"),
+        (WeightFormat::Q6K, 640, 2048, "Gemma 3 ffn_down"),
+        (WeightFormat::Q5K, 640, 2048, ""),
+        (WeightFormat::Q4K, 8192, 2048, "in L3"),
+        (WeightFormat::Q6K, 8192, 2048, "in L3"),
+        (WeightFormat::Q4K, 32768, 2048, "out of cache"),
+        (WeightFormat::Q5K, 32768, 2048, "out of cache"),
+        (WeightFormat::Q6K, 32768, 2048, "out of cache"),
+    ];
+    for (f, rows, cols, note) in shapes {
+        let w = random_weights(f, rows, cols, &mut rng);
+        let x = acts(1, cols, &mut rng);
+        let mut want = vec![0f32; rows];
+        simd::dot_rows(KernelSet::Scalar, f, &w, &x.row(0), &mut want);
+        for k in KernelSet::all_available() {
+            let mut out = vec![0f32; rows];
+            let s = time(|| simd::dot_rows(k, f, &w, &x.row(0), &mut out));
+            agree(k, "matvec", &out, &want);
+            let mb = w.len() as f64 / 1e6;
+            println!(
+                "matvec {f:?} {rows}x{cols} ({mb:.1} MB{}{note}) {:>7}: {:7.2} GB/s",
+                if note.is_empty() { "" } else { ", " },
+                k.name(),
+                w.len() as f64 / s / 1e9
+            );
+        }
+    }
+}
+
+#[test]
+#[ignore = "timing; run by hand with --release --ignored --nocapture"]
+fn kquant_gemm_gmac_per_s() {
+    let mut rng = Rng(0xFEED);
+    let tokens = 128;
+    let shapes = [
+        (WeightFormat::Q4K, 640, 1024),
+        (WeightFormat::Q6K, 640, 2048),
+        (WeightFormat::Q5K, 640, 2048),
+        (WeightFormat::Q4K, 2048, 1024),
+    ];
+    for (f, rows, cols) in shapes {
+        let w = random_weights(f, rows, cols, &mut rng);
+        let x = acts(tokens, cols, &mut rng);
+        let mut want = vec![0f32; tokens * rows];
+        simd::gemm(KernelSet::Scalar, f, &w, rows, &x, &mut want, rows);
+        for k in KernelSet::all_available() {
+            let mut out = vec![0f32; tokens * rows];
+            let s = time(|| simd::gemm(k, f, &w, rows, &x, &mut out, rows));
+            agree(k, "gemm", &out, &want);
+            let macs = (rows * cols * tokens) as f64;
+            println!(
+                "gemm {f:?} {rows}x{cols} x {tokens} tokens {:>7}: {:7.2} GMAC/s",
+                k.name(),
+                macs / s / 1e9
+            );
+        }
+    }
+}
