@@ -66,9 +66,13 @@ impl CpuMatrix {
     }
 }
 
-/// Weight rows per task for a matrix of `rows` rows on `threads` threads.
-fn rows_per_task(rows: usize, threads: usize) -> usize {
-    let want = rows.div_ceil(threads * TASKS_PER_THREAD);
+/// Most weight bytes one task streams: big matrices (the LM head) are cut finer than
+/// `TASKS_PER_THREAD` so that a thread delayed by the OS leaves little work behind.
+const MAX_TASK_BYTES: usize = 256 << 10;
+
+/// Weight rows per task for a matrix of `rows` rows of `row_bytes` bytes on `threads` threads.
+fn rows_per_task(rows: usize, row_bytes: usize, threads: usize) -> usize {
+    let want = rows.div_ceil(threads * TASKS_PER_THREAD).min(MAX_TASK_BYTES / row_bytes.max(1));
     want.max(MIN_ROWS_PER_TASK).next_multiple_of(8)
 }
 
@@ -83,7 +87,7 @@ pub fn matmul(pool: &Pool, kernels: KernelSet, exact: bool, x: &[f32], n: usize,
 fn matmul_int8(pool: &Pool, k: KernelSet, f: WeightFormat, x: &[f32], n: usize, w: &TensorRef, out: &mut [f32]) {
     let (rows, cols, rb) = (w.n_rows(), w.row_len(), w.row_bytes());
     let bytes = w.bytes();
-    let per = rows_per_task(rows, pool.threads());
+    let per = rows_per_task(rows, w.row_bytes(), pool.threads());
     if n == 1 {
         ACTS.with(|acts| {
             let mut acts = acts.borrow_mut();
@@ -133,7 +137,7 @@ pub fn matmul_many_int8(pool: &Pool, k: KernelSet, x: &[f32], ws: &[(WeightForma
         let xr = acts.row(0);
         let mut pieces: Vec<(usize, usize, &mut [f32])> = Vec::new();
         for (m, o) in outs.iter_mut().enumerate() {
-            let per = rows_per_task(o.len(), pool.threads());
+            let per = rows_per_task(o.len(), ws[m].1.row_bytes(), pool.threads());
             for (c, piece) in o.chunks_mut(per).enumerate() {
                 pieces.push((m, c * per, piece));
             }
@@ -149,7 +153,7 @@ pub fn matmul_many_int8(pool: &Pool, k: KernelSet, x: &[f32], ws: &[(WeightForma
 
 fn matmul_f32(pool: &Pool, x: &[f32], n: usize, w: &TensorRef, out: &mut [f32]) {
     let (rows, cols) = (w.n_rows(), w.row_len());
-    let per = rows_per_task(rows, pool.threads());
+    let per = rows_per_task(rows, w.row_bytes(), pool.threads());
     if n == 1 {
         pool.chunks_mut(out, per, |c, o| {
             for (j, v) in o.iter_mut().enumerate() {
