@@ -51,3 +51,22 @@ else
   echo "all present"
 fi
 t1=$(date +%s)
+
+step "cross-compile tests/neon/main.rs for aarch64 ($($RUSTC --version))"
+mkdir -p "$BUILD"
+BIN="$BUILD/neon_kernel_tests"
+# The program mounts src/ffi/simd/neon.rs, kinds.rs and src/quant/int8.rs: compiling it is also the
+# check that the library's aarch64-only kernel file builds (with the oldest compiler we support).
+"$RUSTC" --edition 2021 -O -D warnings --target aarch64-unknown-linux-gnu -C linker=aarch64-linux-gnu-gcc \
+  tests/neon/main.rs -o "$BIN"
+t2=$(date +%s)
+
+step "run under qemu-aarch64, default CPU (has dotprod: SDOT and plain kernels)"
+"$QEMU" -L "$SYSROOT" "$BIN" --require-sdot
+
+step "run under qemu-aarch64 -cpu cortex-a53 (no dotprod: plain kernels, run-time fallback)"
+"$QEMU" -cpu cortex-a53 -L "$SYSROOT" "$BIN"
+t3=$(date +%s)
+
+echo
+echo "scripts/test_neon_qemu.sh: passed (install $((t1 - t0)) s, build $((t2 - t1)) s, run $((t3 - t2)) s)"
