@@ -49,10 +49,29 @@ const ALL: [WeightFormat; 8] = [
 ];
 
 /// Matrix-vector cases: (rows, blocks per row).
-const MATVEC: [(usize, usize); 9] = [(1, 1), (2, 1), (3, 2), (4, 1), (5, 3), (7, 3), (17, 5), (33, 9), (64, 20)];
+const MATVEC: [(usize, usize); 9] = [
+    (1, 1),
+    (2, 1),
+    (3, 2),
+    (4, 1),
+    (5, 3),
+    (7, 3),
+    (17, 5),
+    (33, 9),
+    (64, 20),
+];
 
 /// Matrix-matrix cases: (rows, blocks per row, tokens).
-const GEMM: [(usize, usize, usize); 8] = [(1, 1, 1), (4, 1, 4), (3, 1, 5), (5, 2, 3), (19, 3, 7), (37, 4, 13), (8, 2, 2), (64, 8, 32)];
+const GEMM: [(usize, usize, usize); 8] = [
+    (1, 1, 1),
+    (4, 1, 4),
+    (3, 1, 5),
+    (5, 2, 3),
+    (19, 3, 7),
+    (37, 4, 13),
+    (8, 2, 2),
+    (64, 8, 32),
+];
 
 /// xorshift64, as the host kernel test uses.
 struct Rng(u64);
@@ -109,11 +128,18 @@ fn dequantize(f: WeightFormat, row: &[u8]) -> Vec<f32> {
     for blk in row.chunks_exact(f.block_bytes()) {
         match f {
             WeightFormat::Q4_0 | WeightFormat::Q4_1 | WeightFormat::Q5_0 | WeightFormat::Q5_1 => {
-                let (has_m, five) = (matches!(f, WeightFormat::Q4_1 | WeightFormat::Q5_1), matches!(f, WeightFormat::Q5_0 | WeightFormat::Q5_1));
+                let (has_m, five) = (
+                    matches!(f, WeightFormat::Q4_1 | WeightFormat::Q5_1),
+                    matches!(f, WeightFormat::Q5_0 | WeightFormat::Q5_1),
+                );
                 let d = f16(blk, 0);
                 let m = if has_m { f16(blk, 2) } else { 0.0 };
                 let at = if has_m { 4 } else { 2 };
-                let qh = if five { u32::from_le_bytes([blk[at], blk[at + 1], blk[at + 2], blk[at + 3]]) } else { 0 };
+                let qh = if five {
+                    u32::from_le_bytes([blk[at], blk[at + 1], blk[at + 2], blk[at + 3]])
+                } else {
+                    0
+                };
                 let qs = &blk[if five { at + 4 } else { at }..];
                 let offset = match f {
                     WeightFormat::Q4_0 => 8.0,
@@ -121,12 +147,18 @@ fn dequantize(f: WeightFormat, row: &[u8]) -> Vec<f32> {
                     _ => 0.0,
                 };
                 for i in 0..32 {
-                    let nib = if i < 16 { qs[i] & 0x0F } else { qs[i - 16] >> 4 } as u32;
+                    let nib = if i < 16 {
+                        qs[i] & 0x0F
+                    } else {
+                        qs[i - 16] >> 4
+                    } as u32;
                     let q = nib | (((qh >> i) & 1) << 4);
                     out.push(d * (q as f32 - offset) + m);
                 }
             }
-            WeightFormat::Q8_0 => out.extend(blk[2..34].iter().map(|&q| f16(blk, 0) * (q as i8) as f32)),
+            WeightFormat::Q8_0 => {
+                out.extend(blk[2..34].iter().map(|&q| f16(blk, 0) * (q as i8) as f32))
+            }
             WeightFormat::Q4K | WeightFormat::Q5K => {
                 let (d, dmin) = (f16(blk, 0), f16(blk, 2));
                 let five = f == WeightFormat::Q5K;
@@ -161,7 +193,12 @@ fn dequantize(f: WeightFormat, row: &[u8]) -> Vec<f32> {
 }
 
 fn magnitude(f: WeightFormat, row: &[u8], x: &[f32]) -> f32 {
-    dequantize(f, row).iter().zip(x).map(|(a, b)| (a * b).abs()).sum::<f32>() + 1e-6
+    dequantize(f, row)
+        .iter()
+        .zip(x)
+        .map(|(a, b)| (a * b).abs())
+        .sum::<f32>()
+        + 1e-6
 }
 
 fn quantized(x: &[f32], rows: usize, cols: usize) -> Q8Acts {
@@ -217,7 +254,12 @@ fn check_matvec(dot: Dot, f: WeightFormat, rng: &mut Rng, t: &mut Tally) {
         t.cases += 1;
         for r in 0..rows {
             let tol = REL_TOL * magnitude(f, &w[r * rb..(r + 1) * rb], &x);
-            t.check(&format!("{dot:?} {f:?} matvec {rows}x{cols} row {r}"), got[r], want[r], tol);
+            t.check(
+                &format!("{dot:?} {f:?} matvec {rows}x{cols} row {r}"),
+                got[r],
+                want[r],
+                tol,
+            );
         }
         if got[rows..].iter().any(|v| !v.is_nan()) {
             t.failures += 1;
@@ -243,10 +285,19 @@ fn check_gemm(dot: Dot, f: WeightFormat, rng: &mut Rng, t: &mut Tally) {
         t.cases += 1;
         for tk in 0..tokens {
             for r in 0..rows {
-                let tol = REL_TOL * magnitude(f, &w[r * rb..(r + 1) * rb], &x[tk * cols..(tk + 1) * cols]);
-                t.check(&format!("{dot:?} {f:?} gemm {rows}x{cols}, {tokens} tokens, [{tk},{r}]"), got[tk * ldo + r], want[tk * ldo + r], tol);
+                let tol = REL_TOL
+                    * magnitude(f, &w[r * rb..(r + 1) * rb], &x[tk * cols..(tk + 1) * cols]);
+                t.check(
+                    &format!("{dot:?} {f:?} gemm {rows}x{cols}, {tokens} tokens, [{tk},{r}]"),
+                    got[tk * ldo + r],
+                    want[tk * ldo + r],
+                    tol,
+                );
             }
-            if got[tk * ldo + rows..(tk + 1) * ldo].iter().any(|v| !v.is_nan()) {
+            if got[tk * ldo + rows..(tk + 1) * ldo]
+                .iter()
+                .any(|v| !v.is_nan())
+            {
                 t.failures += 1;
                 eprintln!("MISMATCH {dot:?} {f:?} gemm {rows}x{cols}, {tokens} tokens: wrote into the ldo padding of token {tk}");
             }
@@ -269,7 +320,10 @@ fn check_quantize(rng: &mut Rng) -> usize {
         let rows = 3;
         let mut x: Vec<f32> = (0..rows * cols).map(|_| rng.uniform() * 4.0).collect();
         x[..32].iter_mut().for_each(|v| *v = 0.0); // an all-zero block must give d = 0 and zero quants
-        x[32..64].iter_mut().enumerate().for_each(|(i, v)| *v = i as f32 - 15.5); // exact .5 multiples
+        x[32..64]
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, v)| *v = i as f32 - 15.5); // exact .5 multiples
         let want = quantized(&x, rows, cols);
         let mut got = Q8Acts::default();
         got.reshape(rows, cols);
@@ -282,7 +336,10 @@ fn check_quantize(rng: &mut Rng) -> usize {
             values += 1;
             if got.d[b].to_bits() != want.d[b].to_bits() {
                 failures += 1;
-                eprintln!("MISMATCH quantize {cols} cols: scale {b}: {} vs {}", got.d[b], want.d[b]);
+                eprintln!(
+                    "MISMATCH quantize {cols} cols: scale {b}: {} vs {}",
+                    got.d[b], want.d[b]
+                );
             }
         }
         for (i, (&g, &e)) in got.qs.iter().zip(&want.qs).enumerate() {
@@ -305,14 +362,24 @@ fn check_quantize(rng: &mut Rng) -> usize {
         }
         for b in 0..got.s.len() {
             values += 1;
-            let sum: i32 = got.qs[b * QK8..b * QK8 + QK8].iter().map(|&q| q as i32).sum();
+            let sum: i32 = got.qs[b * QK8..b * QK8 + QK8]
+                .iter()
+                .map(|&q| q as i32)
+                .sum();
             if (got.s[b] - got.d[b] * sum as f32).abs() > got.d[b].abs() * 1e-3 + 1e-7 {
                 failures += 1;
-                eprintln!("MISMATCH quantize {cols} cols: s {b}: {} vs {}", got.s[b], got.d[b] * sum as f32);
+                eprintln!(
+                    "MISMATCH quantize {cols} cols: s {b}: {} vs {}",
+                    got.s[b],
+                    got.d[b] * sum as f32
+                );
             }
         }
     }
-    println!("quantize      : {values} values, {failures} failures {}", if failures == 0 { "OK" } else { "FAILED" });
+    println!(
+        "quantize      : {values} values, {failures} failures {}",
+        if failures == 0 { "OK" } else { "FAILED" }
+    );
     failures
 }
 
@@ -323,11 +390,15 @@ fn check_dispatch() -> usize {
         let neon_dot = neon::dot_rows_fn(KernelSet::Neon, f).map(|k| k as usize);
         let neon_gemm = neon::gemm_fn(KernelSet::Neon, f).map(|k| k as usize);
         let best = Dot::best();
-        if neon_dot != Some(neon::dot_rows_kernel(best, f) as usize) || neon_gemm != Some(neon::gemm_kernel(best, f) as usize) {
+        if neon_dot != Some(neon::dot_rows_kernel(best, f) as usize)
+            || neon_gemm != Some(neon::gemm_kernel(best, f) as usize)
+        {
             failures += 1;
             eprintln!("MISMATCH dispatch: {f:?} on the Neon set is not the {best:?} kernel");
         }
-        if neon::dot_rows_fn(KernelSet::Scalar, f).is_some() || neon::gemm_fn(KernelSet::Scalar, f).is_some() {
+        if neon::dot_rows_fn(KernelSet::Scalar, f).is_some()
+            || neon::gemm_fn(KernelSet::Scalar, f).is_some()
+        {
             failures += 1;
             eprintln!("MISMATCH dispatch: {f:?} has a NEON kernel for the scalar set");
         }
@@ -336,7 +407,11 @@ fn check_dispatch() -> usize {
         failures += 1;
         eprintln!("MISMATCH dispatch: the Neon set is unavailable, or the scalar set has a NEON quantizer");
     }
-    println!("dispatch      : best variant on this CPU is {:?}, {failures} failures {}", Dot::best(), if failures == 0 { "OK" } else { "FAILED" });
+    println!(
+        "dispatch      : best variant on this CPU is {:?}, {failures} failures {}",
+        Dot::best(),
+        if failures == 0 { "OK" } else { "FAILED" }
+    );
     failures
 }
 
@@ -351,7 +426,9 @@ fn main() {
                 failures += 1;
                 eprintln!("FAILED: --require-sdot, but this CPU reports no dotprod");
             } else {
-                println!("{dot:?}: SKIPPED, this CPU has no dotprod (the Plain path is what runs here)");
+                println!(
+                    "{dot:?}: SKIPPED, this CPU has no dotprod (the Plain path is what runs here)"
+                );
             }
             continue;
         }

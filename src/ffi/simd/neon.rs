@@ -172,7 +172,13 @@ unsafe fn rd16(p: *const u8) -> u16 {
 /// A sub-block with weights only (formats without integer scales).
 #[inline(always)]
 fn plain_sub(w0: int8x16_t, w1: int8x16_t) -> Sub {
-    Sub { w0, w1, sc0: 1, sc1: 1, mn: 0 }
+    Sub {
+        w0,
+        w1,
+        sc0: 1,
+        sc1: 1,
+        mn: 0,
+    }
 }
 
 /// Low and high nibbles of 16 bytes: elements 0..16 and 16..32 of a Q4/Q5 block.
@@ -191,11 +197,19 @@ static BIT_OF_LANE: [u8; 16] = [1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32,
 #[inline(always)]
 unsafe fn fifth_bits(qh: *const u8) -> (uint8x16_t, uint8x16_t) {
     // SAFETY: the caller guarantees 4 readable bytes at `qh`; BIT_OF_LANE holds 16 bytes.
-    let (h, lanes) = unsafe { (ptr::read_unaligned(qh as *const [u8; 4]), vld1q_u8(BIT_OF_LANE.as_ptr())) };
+    let (h, lanes) = unsafe {
+        (
+            ptr::read_unaligned(qh as *const [u8; 4]),
+            vld1q_u8(BIT_OF_LANE.as_ptr()),
+        )
+    };
     let lo = vcombine_u8(vdup_n_u8(h[0]), vdup_n_u8(h[1]));
     let hi = vcombine_u8(vdup_n_u8(h[2]), vdup_n_u8(h[3]));
     let bit = vdupq_n_u8(0x10);
-    (vandq_u8(vtstq_u8(lo, lanes), bit), vandq_u8(vtstq_u8(hi, lanes), bit))
+    (
+        vandq_u8(vtstq_u8(lo, lanes), bit),
+        vandq_u8(vtstq_u8(hi, lanes), bit),
+    )
 }
 
 /// Q4_0: f16 d, 16 bytes of nibbles; weights `q - 8`.
@@ -213,7 +227,10 @@ impl Format for Q40 {
     unsafe fn sub(p: *const u8, _j: usize) -> Sub {
         let (lo, hi) = nibbles(p.add(2));
         let eight = vdupq_n_s8(8);
-        plain_sub(vsubq_s8(vreinterpretq_s8_u8(lo), eight), vsubq_s8(vreinterpretq_s8_u8(hi), eight))
+        plain_sub(
+            vsubq_s8(vreinterpretq_s8_u8(lo), eight),
+            vsubq_s8(vreinterpretq_s8_u8(hi), eight),
+        )
     }
 }
 
@@ -272,7 +289,10 @@ impl Format for Q51 {
     unsafe fn sub(p: *const u8, _j: usize) -> Sub {
         let (lo, hi) = nibbles(p.add(8));
         let (h0, h1) = fifth_bits(p.add(4));
-        plain_sub(vreinterpretq_s8_u8(vorrq_u8(lo, h0)), vreinterpretq_s8_u8(vorrq_u8(hi, h1)))
+        plain_sub(
+            vreinterpretq_s8_u8(vorrq_u8(lo, h0)),
+            vreinterpretq_s8_u8(vorrq_u8(hi, h1)),
+        )
     }
 }
 
@@ -290,7 +310,12 @@ impl Format for Q80 {
     #[inline(always)]
     unsafe fn sub(p: *const u8, _j: usize) -> Sub {
         // SAFETY: the block holds 34 bytes; the quants are bytes 2..34.
-        let (w0, w1) = unsafe { (vld1q_s8(p.add(2) as *const i8), vld1q_s8(p.add(18) as *const i8)) };
+        let (w0, w1) = unsafe {
+            (
+                vld1q_s8(p.add(2) as *const i8),
+                vld1q_s8(p.add(18) as *const i8),
+            )
+        };
         plain_sub(w0, w1)
     }
 }
@@ -309,7 +334,12 @@ unsafe fn k4_scale_min(p: *const u8, j: usize) -> (i32, i32) {
 #[inline(always)]
 unsafe fn k4_nibbles(qs: *const u8, j: usize) -> (uint8x16_t, uint8x16_t) {
     // SAFETY: the caller guarantees 128 readable bytes of nibbles at `qs`; j < 8.
-    let (a, b) = unsafe { (vld1q_u8(qs.add(j / 2 * 32)), vld1q_u8(qs.add(j / 2 * 32 + 16))) };
+    let (a, b) = unsafe {
+        (
+            vld1q_u8(qs.add(j / 2 * 32)),
+            vld1q_u8(qs.add(j / 2 * 32 + 16)),
+        )
+    };
     if j % 2 == 0 {
         let m = vdupq_n_u8(0x0F);
         (vandq_u8(a, m), vandq_u8(b, m))
@@ -333,7 +363,13 @@ impl Format for K4 {
     unsafe fn sub(p: *const u8, j: usize) -> Sub {
         let (lo, hi) = k4_nibbles(p.add(16), j);
         let (sc, mn) = k4_scale_min(p, j);
-        Sub { w0: vreinterpretq_s8_u8(lo), w1: vreinterpretq_s8_u8(hi), sc0: sc, sc1: sc, mn }
+        Sub {
+            w0: vreinterpretq_s8_u8(lo),
+            w1: vreinterpretq_s8_u8(hi),
+            sc0: sc,
+            sc1: sc,
+            mn,
+        }
     }
 }
 
@@ -358,7 +394,13 @@ impl Format for K5 {
         let w0 = vorrq_u8(lo, vandq_u8(vtstq_u8(h0, bit), five));
         let w1 = vorrq_u8(hi, vandq_u8(vtstq_u8(h1, bit), five));
         let (sc, mn) = k4_scale_min(p, j);
-        Sub { w0: vreinterpretq_s8_u8(w0), w1: vreinterpretq_s8_u8(w1), sc0: sc, sc1: sc, mn }
+        Sub {
+            w0: vreinterpretq_s8_u8(w0),
+            w1: vreinterpretq_s8_u8(w1),
+            sc0: sc,
+            sc1: sc,
+            mn,
+        }
     }
 }
 
@@ -383,7 +425,13 @@ impl Format for K6 {
         let qh = p.add(128 + half * 32);
         // SAFETY: the block holds 210 bytes: ql + 32 <= 128, qh + 32 <= 192, scales at 192..208.
         let (l0, l1, h0, h1, sc) = unsafe {
-            (vld1q_u8(ql), vld1q_u8(ql.add(16)), vld1q_u8(qh), vld1q_u8(qh.add(16)), ptr::read_unaligned(p.add(192 + half * 8 + part * 2) as *const [u8; 2]))
+            (
+                vld1q_u8(ql),
+                vld1q_u8(ql.add(16)),
+                vld1q_u8(qh),
+                vld1q_u8(qh.add(16)),
+                ptr::read_unaligned(p.add(192 + half * 8 + part * 2) as *const [u8; 2]),
+            )
         };
         let (l0, l1) = if part < 2 {
             let m = vdupq_n_u8(0x0F);
@@ -462,12 +510,28 @@ unsafe fn i32x4(v: [i32; 4]) -> int32x4_t {
 /// (`xq` quants, `xd` scales, `xs` scaled sums, each `nblk * F::SUBS` blocks of 32): lane `r` of
 /// element `t` of the result is row `r` times activation row `t`.
 #[inline(always)]
-unsafe fn tile<F: Format, const SDOT: bool, const NT: usize>(rows: [*const u8; 4], nblk: usize, xq: [*const i8; NT], xd: [*const f32; NT], xs: [*const f32; NT]) -> [float32x4_t; NT] {
+unsafe fn tile<F: Format, const SDOT: bool, const NT: usize>(
+    rows: [*const u8; 4],
+    nblk: usize,
+    xq: [*const i8; NT],
+    xd: [*const f32; NT],
+    xs: [*const f32; NT],
+) -> [float32x4_t; NT] {
     let zero = vdupq_n_s32(0);
     let mut acc = [vdupq_n_f32(0.0); NT];
     for k in 0..nblk {
-        let p = [rows[0].add(k * F::BYTES), rows[1].add(k * F::BYTES), rows[2].add(k * F::BYTES), rows[3].add(k * F::BYTES)];
-        let h = [F::header(p[0]), F::header(p[1]), F::header(p[2]), F::header(p[3])];
+        let p = [
+            rows[0].add(k * F::BYTES),
+            rows[1].add(k * F::BYTES),
+            rows[2].add(k * F::BYTES),
+            rows[3].add(k * F::BYTES),
+        ];
+        let h = [
+            F::header(p[0]),
+            F::header(p[1]),
+            F::header(p[2]),
+            F::header(p[3]),
+        ];
         let d = f16x4([h[0].0, h[1].0, h[2].0, h[3].0]);
         let m = match F::SCALING {
             Scaling::Offset => f16x4([h[0].1, h[1].1, h[2].1, h[3].1]),
@@ -475,21 +539,46 @@ unsafe fn tile<F: Format, const SDOT: bool, const NT: usize>(rows: [*const u8; 4
             _ => vdupq_n_f32(0.0),
         };
         for j in 0..F::SUBS {
-            let s = [F::sub(p[0], j), F::sub(p[1], j), F::sub(p[2], j), F::sub(p[3], j)];
+            let s = [
+                F::sub(p[0], j),
+                F::sub(p[1], j),
+                F::sub(p[2], j),
+                F::sub(p[3], j),
+            ];
             let sc0 = i32x4([s[0].sc0, s[1].sc0, s[2].sc0, s[3].sc0]);
             let sc1 = i32x4([s[0].sc1, s[1].sc1, s[2].sc1, s[3].sc1]);
             let mins = match F::SCALING {
-                Scaling::ScaleMin => vmulq_f32(m, vcvtq_f32_s32(i32x4([s[0].mn, s[1].mn, s[2].mn, s[3].mn]))),
+                Scaling::ScaleMin => vmulq_f32(
+                    m,
+                    vcvtq_f32_s32(i32x4([s[0].mn, s[1].mn, s[2].mn, s[3].mn])),
+                ),
                 _ => m,
             };
             let b = k * F::SUBS + j;
             for t in 0..NT {
                 // SAFETY: activation row `t` holds `nblk * F::SUBS` blocks of 32 quants, scales
                 // and sums (checked by the kernels before calling), and b is below that.
-                let (x0, x1, dx, sx) = unsafe { (vld1q_s8(xq[t].add(b * QK8)), vld1q_s8(xq[t].add(b * QK8 + 16)), *xd[t].add(b), *xs[t].add(b)) };
+                let (x0, x1, dx, sx) = unsafe {
+                    (
+                        vld1q_s8(xq[t].add(b * QK8)),
+                        vld1q_s8(xq[t].add(b * QK8 + 16)),
+                        *xd[t].add(b),
+                        *xs[t].add(b),
+                    )
+                };
                 let tot = if F::SCALING == Scaling::HalfScales {
-                    let lo = sum_lanes4([idot::<SDOT>(zero, s[0].w0, x0), idot::<SDOT>(zero, s[1].w0, x0), idot::<SDOT>(zero, s[2].w0, x0), idot::<SDOT>(zero, s[3].w0, x0)]);
-                    let hi = sum_lanes4([idot::<SDOT>(zero, s[0].w1, x1), idot::<SDOT>(zero, s[1].w1, x1), idot::<SDOT>(zero, s[2].w1, x1), idot::<SDOT>(zero, s[3].w1, x1)]);
+                    let lo = sum_lanes4([
+                        idot::<SDOT>(zero, s[0].w0, x0),
+                        idot::<SDOT>(zero, s[1].w0, x0),
+                        idot::<SDOT>(zero, s[2].w0, x0),
+                        idot::<SDOT>(zero, s[3].w0, x0),
+                    ]);
+                    let hi = sum_lanes4([
+                        idot::<SDOT>(zero, s[0].w1, x1),
+                        idot::<SDOT>(zero, s[1].w1, x1),
+                        idot::<SDOT>(zero, s[2].w1, x1),
+                        idot::<SDOT>(zero, s[3].w1, x1),
+                    ]);
                     vmlaq_s32(vmulq_s32(lo, sc0), hi, sc1)
                 } else {
                     let mut a = [zero; 4];
@@ -553,10 +642,22 @@ fn blocks_of<F: Format>(row_bytes: usize, cols: usize) -> Option<usize> {
 
 /// Matrix-vector body shared by both dot-product variants.
 #[inline(always)]
-unsafe fn dot_rows_body<F: Format, const SDOT: bool>(w: &[u8], row_bytes: usize, x: &Q8Row, out: &mut [f32]) {
+unsafe fn dot_rows_body<F: Format, const SDOT: bool>(
+    w: &[u8],
+    row_bytes: usize,
+    x: &Q8Row,
+    out: &mut [f32],
+) {
     let n = out.len();
     let nblk = match blocks_of::<F>(row_bytes, x.qs.len()) {
-        Some(nb) if n > 0 && w.len() >= n * row_bytes && x.d.len() * QK8 >= x.qs.len() && x.s.len() * QK8 >= x.qs.len() => nb,
+        Some(nb)
+            if n > 0
+                && w.len() >= n * row_bytes
+                && x.d.len() * QK8 >= x.qs.len()
+                && x.s.len() * QK8 >= x.qs.len() =>
+        {
+            nb
+        }
         // Inconsistent lengths (the safe wrapper rules them out): the bounds-checked reference.
         _ => return int8::dot_rows(F::FORMAT, w, row_bytes, x, out),
     };
@@ -570,7 +671,14 @@ unsafe fn dot_rows_body<F: Format, const SDOT: bool>(w: &[u8], row_bytes: usize,
 /// Matrix-matrix body shared by both dot-product variants: 4x4 tiles, row tiles outermost so
 /// that 4 weight rows stay in L1 while every activation row streams past them.
 #[inline(always)]
-unsafe fn gemm_body<F: Format, const SDOT: bool>(w: &[u8], row_bytes: usize, n_rows: usize, xs: &Q8Acts, out: &mut [f32], ldo: usize) {
+unsafe fn gemm_body<F: Format, const SDOT: bool>(
+    w: &[u8],
+    row_bytes: usize,
+    n_rows: usize,
+    xs: &Q8Acts,
+    out: &mut [f32],
+    ldo: usize,
+) {
     let (nt, cols) = (xs.rows, xs.cols);
     if n_rows == 0 || nt == 0 {
         return;
@@ -622,13 +730,27 @@ unsafe fn dot_rows_sdot<F: Format>(w: &[u8], row_bytes: usize, x: &Q8Row, out: &
 
 /// Matrix-matrix kernel, plain NEON.
 #[target_feature(enable = "neon")]
-unsafe fn gemm_plain<F: Format>(w: &[u8], row_bytes: usize, n_rows: usize, xs: &Q8Acts, out: &mut [f32], ldo: usize) {
+unsafe fn gemm_plain<F: Format>(
+    w: &[u8],
+    row_bytes: usize,
+    n_rows: usize,
+    xs: &Q8Acts,
+    out: &mut [f32],
+    ldo: usize,
+) {
     gemm_body::<F, false>(w, row_bytes, n_rows, xs, out, ldo)
 }
 
 /// Matrix-matrix kernel, `SDOT`.
 #[target_feature(enable = "neon,dotprod")]
-unsafe fn gemm_sdot<F: Format>(w: &[u8], row_bytes: usize, n_rows: usize, xs: &Q8Acts, out: &mut [f32], ldo: usize) {
+unsafe fn gemm_sdot<F: Format>(
+    w: &[u8],
+    row_bytes: usize,
+    n_rows: usize,
+    xs: &Q8Acts,
+    out: &mut [f32],
+    ldo: usize,
+) {
     gemm_body::<F, true>(w, row_bytes, n_rows, xs, out, ldo)
 }
 
@@ -659,8 +781,14 @@ unsafe fn quantize_row(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32], b
         for (qi, vi) in q.iter_mut().zip(&v) {
             *qi = vcvtaq_s32_f32(vmulq_n_f32(*vi, id));
         }
-        let lo = vcombine_s8(vqmovn_s16(vcombine_s16(vqmovn_s32(q[0]), vqmovn_s32(q[1]))), vqmovn_s16(vcombine_s16(vqmovn_s32(q[2]), vqmovn_s32(q[3]))));
-        let hi = vcombine_s8(vqmovn_s16(vcombine_s16(vqmovn_s32(q[4]), vqmovn_s32(q[5]))), vqmovn_s16(vcombine_s16(vqmovn_s32(q[6]), vqmovn_s32(q[7]))));
+        let lo = vcombine_s8(
+            vqmovn_s16(vcombine_s16(vqmovn_s32(q[0]), vqmovn_s32(q[1]))),
+            vqmovn_s16(vcombine_s16(vqmovn_s32(q[2]), vqmovn_s32(q[3]))),
+        );
+        let hi = vcombine_s8(
+            vqmovn_s16(vcombine_s16(vqmovn_s32(q[4]), vqmovn_s32(q[5]))),
+            vqmovn_s16(vcombine_s16(vqmovn_s32(q[6]), vqmovn_s32(q[7]))),
+        );
         // SAFETY: `qs` holds `nb * 32` quants (checked above).
         unsafe {
             vst1q_s8(qs.as_mut_ptr().add(b * QK8), lo);
