@@ -506,6 +506,68 @@ unsafe fn i32x4(v: [i32; 4]) -> int32x4_t {
     unsafe { vld1q_s32(v.as_ptr()) }
 }
 
+/// One sub-block of 4 weight rows, unpacked, with its per-row scales as vectors (lane = row).
+struct Unpacked {
+    /// The sub-block of each row.
+    s: [Sub; 4],
+    /// Integer scales (of weights 0..16 for Q6_K).
+    sc0: int32x4_t,
+    /// Integer scales of weights 16..32 (Q6_K).
+    sc1: int32x4_t,
+    /// Float block scales `d`.
+    d: float32x4_t,
+    /// Coefficients of the activation sums `s`: `m`, `-dmin * mn`, or 0.
+    mins: float32x4_t,
+}
+
+/// Adds one activation sub-block (quants at `xq`, scale `dx`, scaled sum `sx`) times the 4 rows
+/// of `u` to `acc` (scaled integer dots) and `accm` (offset or minimum terms); lane = row.
+#[inline(always)]
+unsafe fn step<F: Format, const SDOT: bool>(
+    acc: &mut float32x4_t,
+    accm: &mut float32x4_t,
+    u: &Unpacked,
+    xq: *const i8,
+    dx: f32,
+    sx: f32,
+) {
+    let zero = vdupq_n_s32(0);
+    let s = &u.s;
+    // SAFETY: the caller guarantees 32 readable quants at `xq`.
+    let (x0, x1) = unsafe { (vld1q_s8(xq), vld1q_s8(xq.add(16))) };
+    let tot = if F::SCALING == Scaling::HalfScales {
+        let lo = sum_lanes4([
+            idot::<SDOT>(zero, s[0].w0, x0),
+            idot::<SDOT>(zero, s[1].w0, x0),
+            idot::<SDOT>(zero, s[2].w0, x0),
+            idot::<SDOT>(zero, s[3].w0, x0),
+        ]);
+        let hi = sum_lanes4([
+            idot::<SDOT>(zero, s[0].w1, x1),
+            idot::<SDOT>(zero, s[1].w1, x1),
+            idot::<SDOT>(zero, s[2].w1, x1),
+            idot::<SDOT>(zero, s[3].w1, x1),
+        ]);
+        vmlaq_s32(vmulq_s32(lo, u.sc0), hi, u.sc1)
+    } else {
+        let tot = sum_lanes4([
+            idot::<SDOT>(idot::<SDOT>(zero, s[0].w0, x0), s[0].w1, x1),
+            idot::<SDOT>(idot::<SDOT>(zero, s[1].w0, x0), s[1].w1, x1),
+            idot::<SDOT>(idot::<SDOT>(zero, s[2].w0, x0), s[2].w1, x1),
+            idot::<SDOT>(idot::<SDOT>(zero, s[3].w0, x0), s[3].w1, x1),
+        ]);
+        if F::SCALING == Scaling::ScaleMin {
+            vmulq_s32(tot, u.sc0)
+        } else {
+            tot
+        }
+    };
+    *acc = vfmaq_f32(*acc, vcvtq_f32_s32(tot), vmulq_n_f32(u.d, dx));
+    if F::SCALING == Scaling::Offset || F::SCALING == Scaling::ScaleMin {
+        *accm = vfmaq_f32(*accm, u.mins, vdupq_n_f32(sx));
+    }
+}
+
 /// Dot products of 4 weight rows (`rows`, each `nblk` blocks of `F`) with `NT` activation rows
 /// (`xq` quants, `xd` scales, `xs` scaled sums, each `nblk * F::SUBS` blocks of 32): lane `r` of
 /// element `t` of the result is row `r` times activation row `t`.
@@ -517,8 +579,10 @@ unsafe fn tile<F: Format, const SDOT: bool, const NT: usize>(
     xd: [*const f32; NT],
     xs: [*const f32; NT],
 ) -> [float32x4_t; NT] {
-    let zero = vdupq_n_s32(0);
+    // Offset/minimum terms go to their own accumulators, so that each block's two FMAs into one
+    // register do not form a dependency chain twice as long as the loop body needs.
     let mut acc = [vdupq_n_f32(0.0); NT];
+    let mut accm = [vdupq_n_f32(0.0); NT];
     for k in 0..nblk {
         let p = [
             rows[0].add(k * F::BYTES),
@@ -545,8 +609,6 @@ unsafe fn tile<F: Format, const SDOT: bool, const NT: usize>(
                 F::sub(p[2], j),
                 F::sub(p[3], j),
             ];
-            let sc0 = i32x4([s[0].sc0, s[1].sc0, s[2].sc0, s[3].sc0]);
-            let sc1 = i32x4([s[0].sc1, s[1].sc1, s[2].sc1, s[3].sc1]);
             let mins = match F::SCALING {
                 Scaling::ScaleMin => vmulq_f32(
                     m,
@@ -554,50 +616,39 @@ unsafe fn tile<F: Format, const SDOT: bool, const NT: usize>(
                 ),
                 _ => m,
             };
+            let u = Unpacked {
+                sc0: i32x4([s[0].sc0, s[1].sc0, s[2].sc0, s[3].sc0]),
+                sc1: i32x4([s[0].sc1, s[1].sc1, s[2].sc1, s[3].sc1]),
+                s,
+                d,
+                mins,
+            };
             let b = k * F::SUBS + j;
-            for t in 0..NT {
-                // SAFETY: activation row `t` holds `nblk * F::SUBS` blocks of 32 quants, scales
-                // and sums (checked by the kernels before calling), and b is below that.
-                let (x0, x1, dx, sx) = unsafe {
-                    (
-                        vld1q_s8(xq[t].add(b * QK8)),
-                        vld1q_s8(xq[t].add(b * QK8 + 16)),
-                        *xd[t].add(b),
-                        *xs[t].add(b),
-                    )
-                };
-                let tot = if F::SCALING == Scaling::HalfScales {
-                    let lo = sum_lanes4([
-                        idot::<SDOT>(zero, s[0].w0, x0),
-                        idot::<SDOT>(zero, s[1].w0, x0),
-                        idot::<SDOT>(zero, s[2].w0, x0),
-                        idot::<SDOT>(zero, s[3].w0, x0),
-                    ]);
-                    let hi = sum_lanes4([
-                        idot::<SDOT>(zero, s[0].w1, x1),
-                        idot::<SDOT>(zero, s[1].w1, x1),
-                        idot::<SDOT>(zero, s[2].w1, x1),
-                        idot::<SDOT>(zero, s[3].w1, x1),
-                    ]);
-                    vmlaq_s32(vmulq_s32(lo, sc0), hi, sc1)
-                } else {
-                    let mut a = [zero; 4];
-                    for (r, sr) in s.iter().enumerate() {
-                        a[r] = idot::<SDOT>(idot::<SDOT>(zero, sr.w0, x0), sr.w1, x1);
-                    }
-                    let tot = sum_lanes4(a);
-                    if F::SCALING == Scaling::ScaleMin {
-                        vmulq_s32(tot, sc0)
-                    } else {
-                        tot
-                    }
-                };
-                acc[t] = vfmaq_f32(acc[t], vcvtq_f32_s32(tot), vmulq_n_f32(d, dx));
-                if F::SCALING == Scaling::Offset || F::SCALING == Scaling::ScaleMin {
-                    acc[t] = vfmaq_f32(acc[t], mins, vdupq_n_f32(sx));
+            // SAFETY (for each token `t`): activation row `t` holds `nblk * F::SUBS` blocks of 32
+            // quants, scales and sums (checked by the kernels before calling), and `b` is below.
+            macro_rules! token {
+                ($t:expr) => {{
+                    // `% NT` keeps the index provably in range in every instantiation.
+                    let t = $t % NT;
+                    let (dx, sx) = unsafe { (*xd[t].add(b), *xs[t].add(b)) };
+                    step::<F, SDOT>(&mut acc[t], &mut accm[t], &u, xq[t].add(b * QK8), dx, sx);
+                }};
+            }
+            if NT == 4 {
+                // Spelled out so that the accumulators live in registers, not in a stack array.
+                token!(0);
+                token!(1);
+                token!(2);
+                token!(3);
+            } else {
+                for t in 0..NT {
+                    token!(t);
                 }
             }
         }
+    }
+    for (a, m) in acc.iter_mut().zip(&accm) {
+        *a = vaddq_f32(*a, *m);
     }
     acc
 }
