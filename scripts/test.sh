@@ -2,7 +2,8 @@
 # The single test command: fetches the default models, runs the whole Rust suite (which also
 # fails when include/edgellm.h drifts from src/ffi), installs the library into a temporary
 # prefix, builds and runs the C/C++ API tests (ASan/UBSan) and the C++ example through CMake's
-# find_package, and checks the example's output on the default model against the oracles.
+# find_package, and checks the example's output on the default model against the oracles. The
+# aarch64 NEON kernels are cross-compiled and checked under qemu (scripts/test_neon_qemu.sh).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -20,6 +21,9 @@ scripts/fetch_models.sh all
 
 step "cargo test --release (whole suite, includes the header drift check)"
 cargo test --release -j "$CARGO_BUILD_JOBS"
+
+step "aarch64 NEON kernels against the scalar reference, under qemu-aarch64"
+scripts/test_neon_qemu.sh
 
 step "install into a temporary prefix"
 PREFIX=$(mktemp -d "${TMPDIR:-/tmp}/edgellm-prefix.XXXXXX")
