@@ -478,6 +478,7 @@ macro_rules! kernel_set {
 ///
 /// # Safety
 /// `p` (and `q` when `TWO`) must be readable for one whole block of format `F`.
+#[allow(clippy::incompatible_msrv)] // AVX-512 intrinsics: stable since 1.89, we build with 1.95
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
 unsafe fn wide_unpack<const F: u8, const TWO: bool>(p: *const u8, q: *const u8) -> __m512i {
@@ -536,6 +537,7 @@ unsafe fn wide_unpack<const F: u8, const TWO: bool>(p: *const u8, q: *const u8) 
 /// # Safety
 /// As the kernel sets' `tile`: `w` readable for `RTN * row_bytes` bytes, rows of `nb` blocks of
 /// format `F`, every `x[t]` holding `nb` blocks.
+#[allow(clippy::incompatible_msrv)] // AVX-512 intrinsics: stable since 1.89, we build with 1.95
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn wide_tile<const F: u8, const RTN: usize, const TTN: usize>(
     w: *const u8,
