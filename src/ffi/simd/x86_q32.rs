@@ -688,7 +688,7 @@ kernel_set!(
     tile,
     4,
     tile,
-    2,
+    3,
     4
 );
 
@@ -704,7 +704,7 @@ kernel_set!(
     4,
     tile,
     4,
-    4
+    6
 );
 
 /// The matrix-vector kernel of `k` for `f`, if this file has one.
