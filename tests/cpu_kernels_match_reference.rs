@@ -187,3 +187,45 @@ fn reference_dot_rows_equal_single_dots() {
         assert_eq!(out[2], int8::dot_row(f, &w[2 * w.len() / 3..], &xq.row(0)));
     }
 }
+
+/// Largest quants everywhere (all weight bits set, activations at ±127): the k-quant kernels'
+/// 16-bit pair sums (`vpmaddubsw`, 2 * 63 * 127 for Q6_K) must not saturate, and the unsigned
+/// Q6_K quants with their `-32` folded out must still match.
+#[test]
+fn kernels_match_reference_at_extreme_quants() {
+    for k in forced_sets() {
+        for f in ALL {
+            let (rows, cols, tokens) = (5usize, 2 * f.block_elems(), 2usize);
+            let mut w = vec![0xFFu8; rows * cols / f.block_elems() * f.block_bytes()];
+            let fields: &[usize] = match f {
+                WeightFormat::Q6K => &[208],
+                WeightFormat::Q4_0 | WeightFormat::Q5_0 | WeightFormat::Q8_0 => &[0],
+                _ => &[0, 2],
+            };
+            for blk in w.chunks_exact_mut(f.block_bytes()) {
+                for &o in fields {
+                    blk[o..o + 2].copy_from_slice(&f16_bits(0.01));
+                }
+            }
+            let x: Vec<f32> = (0..tokens * cols).map(|i| if i < cols { 1.0 } else { -1.0 }).collect();
+            let xq = quantized(&x, tokens, cols);
+            let mut want = vec![0f32; tokens * rows];
+            let mut got = vec![0f32; tokens * rows];
+            simd::gemm(KernelSet::Scalar, f, &w, rows, &xq, &mut want, rows);
+            simd::gemm(k, f, &w, rows, &xq, &mut got, rows);
+            let mut mv = vec![0f32; rows];
+            simd::dot_rows(k, f, &w, &xq.row(1), &mut mv);
+            let rb = w.len() / rows;
+            for t in 0..tokens {
+                for r in 0..rows {
+                    let tol = REL_TOL * magnitude(f, &w[r * rb..(r + 1) * rb], &x[t * cols..(t + 1) * cols]);
+                    let e = want[t * rows + r];
+                    assert!((got[t * rows + r] - e).abs() <= tol, "{k:?} {f:?} gemm [{t},{r}]: {} vs {e}", got[t * rows + r]);
+                    if t == 1 {
+                        assert!((mv[r] - e).abs() <= tol, "{k:?} {f:?} matvec [{r}]: {} vs {e}", mv[r]);
+                    }
+                }
+            }
+        }
+    }
+}
