@@ -425,7 +425,14 @@ mod avx512 {
         ldo: usize,
     ) {
         let x: [Q8Row; T] = core::array::from_fn(|t| xs.row(t0 + t));
-        let v = tile::<FMT, BB, R, T>(&rows_at::<R>(w, row_bytes, r0), &[], &x);
+        // The first token tile of a row group fetches the next group's rows; later ones find
+        // this group's rows in L1 already.
+        let ahead = if t0 == 0 {
+            super::next_rows::<R>(w, row_bytes, r0)
+        } else {
+            &[]
+        };
+        let v = tile::<FMT, BB, R, T>(&rows_at::<R>(w, row_bytes, r0), ahead, &x);
         for (r, vr) in v.iter().enumerate() {
             for (t, &e) in vr.iter().enumerate() {
                 out[(t0 + t) * ldo + r0 + r] = e;
@@ -727,7 +734,14 @@ mod avx2 {
         ldo: usize,
     ) {
         let x: [Q8Row; T] = core::array::from_fn(|t| xs.row(t0 + t));
-        let v = tile::<FMT, BB, R, T>(&rows_at::<R>(w, row_bytes, r0), &[], &x);
+        // The first token tile of a row group fetches the next group's rows; later ones find
+        // this group's rows in L1 already.
+        let ahead = if t0 == 0 {
+            super::next_rows::<R>(w, row_bytes, r0)
+        } else {
+            &[]
+        };
+        let v = tile::<FMT, BB, R, T>(&rows_at::<R>(w, row_bytes, r0), ahead, &x);
         for (r, vr) in v.iter().enumerate() {
             for (t, &e) in vr.iter().enumerate() {
                 out[(t0 + t) * ldo + r0 + r] = e;
