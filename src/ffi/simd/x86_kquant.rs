@@ -13,7 +13,14 @@
 //! A tile of `R` weight rows × `T` tokens reuses each unpacked weight chunk for `T` tokens and
 //! each activation load for `R` rows: the matrix-vector kernels run 4 × 1 tiles (a super-block of
 //! four rows in flight keeps several DRAM streams busy), the matrix kernels 4 × 4 (AVX-512, 32
-//! vector registers) or 2 × 4 (AVX2, 16), with narrower tiles for the edges.
+//! vector registers) or 2 × 4 (AVX2, 16), with narrower tiles for the edges. With one token the
+//! activation scales are folded into the row scales once per super-block, which leaves per 64
+//! weights: unpack (2-4 ops), `vpdpbusd`, convert, permute the scale, FMA.
+//!
+//! Each super-block step also prefetches the matching slice of the *next* row tile: four row
+//! streams are more than the hardware prefetchers follow far enough ahead, and without it the
+//! out-of-cache matrix-vector speed fell to a quarter of the in-cache speed on Zen 5.
+//! `tests/cpu_kquant_speed.rs` measures GB/s and GMAC/s per set.
 
 use super::int8::{Q8Acts, Q8Row, WeightFormat, QKK};
 use super::{DotRowsFn, GemmFn, KernelSet};
