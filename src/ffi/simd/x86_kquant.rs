@@ -18,8 +18,9 @@
 //! weights: unpack (2-4 ops), `vpdpbusd`, convert, permute the scale, FMA.
 //!
 //! Each super-block step also prefetches the matching slice of the *next* row tile: four row
-//! streams are more than the hardware prefetchers follow far enough ahead, and without it the
-//! out-of-cache matrix-vector speed fell to a quarter of the in-cache speed on Zen 5.
+//! streams are more than the hardware prefetchers follow far enough ahead: without it the
+//! out-of-cache matrix-vector speed on Zen 5 was about a quarter (AVX2) to a half (AVX-512) of
+//! the in-cache speed, with it about the same.
 //! `tests/cpu_kquant_speed.rs` measures GB/s and GMAC/s per set.
 
 use super::int8::{Q8Acts, Q8Row, WeightFormat, QKK};
