@@ -222,6 +222,10 @@ typedef struct edgellm_runtime_params {
     uint32_t backend;
     // Default seed for requests that do not set their own.
     uint64_t seed;
+    // Non-zero: the CPU backend computes with f32 activations and an f32 KV cache (its reference
+    // arithmetic) instead of int8 activations and an f16 cache; several times slower. Added in
+    // 0.2; callers built against 0.1 get 0.
+    uint32_t exact_math;
 } edgellm_runtime_params;
 
 #ifdef __cplusplus

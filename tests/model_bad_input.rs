@@ -14,7 +14,7 @@ use edgellm::error::Error;
 use edgellm::runtime::{BackendKind, GenerationRequest, PromptInput, Runtime, RuntimeParams};
 
 fn params(context_length: usize) -> RuntimeParams {
-    RuntimeParams { threads: 2, context_length, max_batch: 1, backend: BackendKind::Cpu, seed: 0 }
+    RuntimeParams { threads: 2, context_length, max_batch: 1, backend: BackendKind::Cpu, ..Default::default() }
 }
 
 /// A fresh scratch folder for one test.

@@ -6,13 +6,14 @@
 //!
 //! Tolerances come from what the generator measured:
 //!
-//! * Our exact path (`Runtime::logits`) does A's arithmetic, so it may differ from A only by
+//! * Our exact path (`Runtime::logits` with `exact_math`) does A's arithmetic, so it may differ from A only by
 //!   float32 summation order. The generator measured A's own float32-vs-float64 noise
 //!   (`a_f32_vs_f64_max_abs_diff`); we allow 50 times that, at least `TOL_A_FLOOR`. That is still
 //!   several times below the A-vs-B difference (`a_vs_b_max_abs_diff`, ~0.3-0.5), so an
 //!   activation-quantizing shortcut in the exact path fails the test.
 //! * Against B we allow A-vs-B (measured per prompt) plus our tolerance against A (triangle
-//!   inequality).
+//!   inequality). Our fast path (int8 activations, f16 KV cache) may be at most
+//!   `FAST_VS_B_FACTOR` times as far from A as B is.
 //! * Greedy tokens (through `handle_request`, which may take the fast path) must follow B's, and
 //!   A's: a step may pick another token only where that oracle's margin (top1 - top2) is at most
 //!   max(`MIN_MARGIN`, 2 x A-vs-B), since a smaller margin can be flipped by the activation
@@ -28,6 +29,8 @@ use serde_json::Value;
 const TOL_A_FLOOR: f32 = 0.02;
 const TOL_A_NOISE_FACTOR: f32 = 50.0;
 const MIN_MARGIN: f32 = 0.5;
+/// How much further from float32 (A) the fast path may be than llama.cpp (B) is.
+const FAST_VS_B_FACTOR: f32 = 1.5;
 
 fn golden(key: &str) -> Value {
     let p = common::fixtures().join(format!("real/{key}.json"));
@@ -46,7 +49,8 @@ fn num(v: &Value) -> f32 {
     v.as_f64().unwrap_or_else(|| panic!("expected a number, got {v}")) as f32
 }
 
-fn load(g: &Value) -> Runtime {
+/// Loads the golden's model with the exact (f32) or the fast (int8 activations) arithmetic.
+fn load(g: &Value, exact_math: bool) -> Runtime {
     let path = common::real_model(g["model"].as_str().unwrap());
     check_file(&path, g);
     let params = RuntimeParams {
@@ -55,6 +59,7 @@ fn load(g: &Value) -> Runtime {
         max_batch: 1,
         backend: BackendKind::Cpu,
         seed: 0,
+        exact_math,
     };
     Runtime::create(&path, &params).unwrap_or_else(|e| panic!("loading {}: {e}", path.display()))
 }
@@ -87,7 +92,8 @@ fn argmax(v: &[f32]) -> u32 {
 
 fn check_logits(key: &str) {
     let g = golden(key);
-    let rt = load(&g);
+    let rt = load(&g, true);
+    let fast = load(&g, false);
     let ta = tol_a(&g);
     let vocab = g["vocab_size"].as_u64().unwrap() as usize;
     assert!(ta < num(&g["a_vs_b_max_abs_diff"]), "{key}: tolerance {ta} would not tell A from B");
@@ -105,6 +111,17 @@ fn check_logits(key: &str) {
         eprintln!("{key}/{name}: vs A {da:.2e} (tol {ta:.2e}) at {at_a}; vs B {db:.4} (tol {tb:.4}) at {at_b}");
         assert!(da <= ta, "{key}/{name}: top-64 logits differ from transformers by {da} at token {at_a} (tol {ta})");
         assert!(db <= tb, "{key}/{name}: top-64 logits differ from llama.cpp by {db} at token {at_b} (tol {tb})");
+        // The fast path rounds activations to int8 as llama.cpp does (differently in detail), so it
+        // must be about as close to float32 as llama.cpp is: within FAST_VS_B_FACTOR times B's
+        // own distance from A. Against B itself the triangle inequality then bounds it.
+        let fast_rows = fast.logits(&ids, false).unwrap_or_else(|e| panic!("{key}/{name}: fast logits: {e}"));
+        let (dfb, at_fb) = max_diff(&fast_rows[0], &u32s(&p["b_top_ids"]), &f32s(&p["b_top_logits"]));
+        let (dfa, at_fa) = max_diff(&fast_rows[0], &u32s(&p["a_top_ids"]), &f32s(&p["a_top_logits"]));
+        let a_vs_b = num(&p["a_vs_b_last_max_abs_diff_top"]);
+        let tfa = FAST_VS_B_FACTOR * a_vs_b + ta;
+        eprintln!("{key}/{name}: fast path vs A {dfa:.4} (tol {tfa:.4}) at {at_fa}; vs B {dfb:.4} at {at_fb}");
+        assert!(dfa <= tfa, "{key}/{name}: fast-path logits differ from transformers by {dfa} at token {at_fa} (tol {tfa})");
+        assert!(dfb <= tfa + a_vs_b, "{key}/{name}: fast-path logits differ from llama.cpp by {dfb} at token {at_fb}");
         if num(&p["a_greedy_margins"][0]) > ta * 2.0 {
             assert_eq!(argmax(ours), p["a_greedy"][0].as_u64().unwrap() as u32, "{key}/{name}: top-1 token");
         }
@@ -131,7 +148,7 @@ fn decided(margins: &[f32], threshold: f32) -> usize {
 
 fn check_greedy(key: &str) {
     let g = golden(key);
-    let rt = load(&g);
+    let rt = load(&g, false);
     let n = g["n_greedy"].as_u64().unwrap() as usize;
     let mut compared = 0;
     for p in g["prompts"].as_array().unwrap() {
@@ -171,7 +188,7 @@ fn check_greedy(key: &str) {
 
 fn check_tokenizer(key: &str) {
     let g = golden(key);
-    let rt = load(&g);
+    let rt = load(&g, false);
     for p in g["prompts"].as_array().unwrap() {
         let name = p["name"].as_str().unwrap();
         let text = p["text"].as_str().unwrap();

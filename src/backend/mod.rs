@@ -62,6 +62,14 @@ pub trait Backend: Send + Sync {
     fn rms_norm_inplace(&self, x: &mut Self::Act, w: &Self::Vector, eps: f32) -> Result<()>;
     /// `out = x · wᵀ` for `x: [n, cols]`, `w: [rows, cols]`, `out: [n, rows]`, f32 accumulation.
     fn matmul(&self, x: &Self::Act, w: &Self::Matrix, out: &mut Self::Act) -> Result<()>;
+    /// `outs[i] = x · ws[i]ᵀ` for several matrices sharing one input (Q, K and V; gate and up),
+    /// which a backend may run as one step.
+    fn matmul_many(&self, x: &Self::Act, ws: &[&Self::Matrix], outs: &mut [&mut Self::Act]) -> Result<()> {
+        for (w, o) in ws.iter().zip(outs.iter_mut()) {
+            self.matmul(x, w, o)?;
+        }
+        Ok(())
+    }
     /// Adds `b` to every row of `x`.
     fn add_bias(&self, x: &mut Self::Act, b: &Self::Vector) -> Result<()>;
     /// `x += y` elementwise.

@@ -62,6 +62,7 @@ options every model command accepts:
   --threads N    CPU worker threads (default: all cores)
   --ctx N        context window in tokens (default: the model's; perplexity: 512)
   --backend B    cpu, cuda or auto (default auto)
+  --math M       fast (int8 activations, f16 KV cache; default) or exact (f32 reference)
 ";
 
 fn main() -> ExitCode {
@@ -103,9 +104,9 @@ fn main() -> ExitCode {
 }
 
 /// Options shared by every command that loads a model.
-pub const MODEL_OPTIONS: &[&str] = &["model", "threads", "ctx", "backend"];
+pub const MODEL_OPTIONS: &[&str] = &["model", "threads", "ctx", "backend", "math"];
 
-/// Builds runtime parameters from `--threads`, `--ctx` and `--backend`; `ctx_default` applies when
+/// Builds runtime parameters from `--threads`, `--ctx`, `--backend` and `--math`; `ctx_default` applies when
 /// `--ctx` is absent.
 pub fn runtime_params(p: &args::Parsed, ctx_default: usize) -> Result<RuntimeParams, CliError> {
     let backend = match p.opt("backend").unwrap_or("auto") {
@@ -118,8 +119,14 @@ pub fn runtime_params(p: &args::Parsed, ctx_default: usize) -> Result<RuntimePar
             )))
         }
     };
+    let exact_math = match p.opt("math").unwrap_or("fast") {
+        "fast" => false,
+        "exact" => true,
+        other => return Err(CliError::Usage(format!("--math must be fast or exact, not {other:?}"))),
+    };
     Ok(RuntimeParams {
         threads: p.parsed_or("threads", 0usize)?,
+        exact_math,
         context_length: p.parsed_or("ctx", ctx_default)?,
         backend,
         ..RuntimeParams::default()

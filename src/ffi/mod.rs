@@ -11,6 +11,7 @@
 mod handle;
 pub mod log;
 pub(crate) mod mmap;
+pub mod pool;
 pub mod simd;
 pub mod request;
 mod request_json;

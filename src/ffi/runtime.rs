@@ -49,6 +49,10 @@ pub struct edgellm_runtime_params {
     pub backend: u32,
     /// Default seed for requests that do not set their own.
     pub seed: u64,
+    /// Non-zero: the CPU backend computes with f32 activations and an f32 KV cache (its reference
+    /// arithmetic) instead of int8 activations and an f16 cache; several times slower. Added in
+    /// 0.2; callers built against 0.1 get 0.
+    pub exact_math: u32,
 }
 
 impl Default for edgellm_runtime_params {
@@ -65,6 +69,7 @@ impl Default for edgellm_runtime_params {
                 BackendKind::Auto => edgellm_backend::EDGELLM_BACKEND_AUTO,
             } as u32,
             seed: d.seed,
+            exact_math: d.exact_math as u32,
         }
     }
 }
@@ -74,7 +79,8 @@ fn saturate(v: usize) -> u32 {
 }
 
 impl Versioned for edgellm_runtime_params {
-    const MIN_SIZE: usize = std::mem::size_of::<Self>();
+    /// Version 0.1 ended with `seed`.
+    const MIN_SIZE: usize = std::mem::offset_of!(edgellm_runtime_params, exact_math);
     const NAME: &'static str = "edgellm_runtime_params";
 }
 
@@ -92,6 +98,7 @@ fn runtime_params(p: edgellm_runtime_params) -> Result<RuntimeParams, Failure> {
         max_batch: p.max_batch as usize,
         backend,
         seed: p.seed,
+        exact_math: p.exact_math != 0,
     })
 }
 

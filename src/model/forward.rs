@@ -49,9 +49,7 @@ pub fn forward<B: Backend>(
         let sliding = cfg.layer_is_sliding[li];
         // Attention block.
         b.rms_norm(&x, &l.attn_norm, cfg.rms_eps, &mut xn)?;
-        b.matmul(&xn, &l.wq, &mut q)?;
-        b.matmul(&xn, &l.wk, &mut k)?;
-        b.matmul(&xn, &l.wv, &mut v)?;
+        b.matmul_many(&xn, &[&l.wq, &l.wk, &l.wv], &mut [&mut q, &mut k, &mut v])?;
         if let Some([bq, bk, bv]) = &l.qkv_bias {
             b.add_bias(&mut q, bq)?;
             b.add_bias(&mut k, bk)?;
@@ -81,8 +79,7 @@ pub fn forward<B: Backend>(
         b.add(&mut x, &proj)?;
         // Feed-forward block.
         b.rms_norm(&x, &l.ffn_norm, cfg.rms_eps, &mut xn)?;
-        b.matmul(&xn, &l.gate, &mut gate)?;
-        b.matmul(&xn, &l.up, &mut up)?;
+        b.matmul_many(&xn, &[&l.gate, &l.up], &mut [&mut gate, &mut up])?;
         b.gated_activation(&mut gate, &up, cfg.gelu)?;
         b.matmul(&gate, &l.down, &mut proj)?;
         if let Some(pn) = &l.post_ffw_norm {

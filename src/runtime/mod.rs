@@ -44,11 +44,14 @@ pub struct RuntimeParams {
     pub backend: BackendKind,
     /// Seed of requests whose sampling seed is 0.
     pub seed: u64,
+    /// Run the CPU backend's reference arithmetic (f32 activations and KV cache) instead of int8
+    /// activations and an f16 KV cache: several times slower, for checking accuracy.
+    pub exact_math: bool,
 }
 
 impl Default for RuntimeParams {
     fn default() -> Self {
-        RuntimeParams { threads: 0, context_length: 0, max_batch: 4, backend: BackendKind::Auto, seed: 0 }
+        RuntimeParams { threads: 0, context_length: 0, max_batch: 4, backend: BackendKind::Auto, seed: 0, exact_math: false }
     }
 }
 
@@ -86,7 +89,6 @@ pub struct Runtime {
     vocab: Vocab,
     template: Option<ChatTemplate>,
     info: ModelInfo,
-    pool: rayon::ThreadPool,
     params: RuntimeParams,
 }
 
@@ -134,11 +136,7 @@ impl Runtime {
             0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             n => n,
         };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("edgellm-cpu-{i}"))
-            .build()
-            .map_err(|e| Error::Backend(format!("cannot start {threads} CPU threads: {e}")))?;
+        let backend = CpuBackend::new(threads, params.exact_math)?;
         let mut tensor_types = std::collections::BTreeMap::<String, usize>::new();
         let weights = match &source {
             ModelSource::Gguf(g) => &g.weights,
@@ -152,7 +150,7 @@ impl Runtime {
             .and_then(|m| m.str_opt("general.name").ok().flatten())
             .map(str::to_string)
             .unwrap_or_else(|| path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default());
-        let model = pool.install(|| Model::load(CpuBackend, &source, config.clone()))?;
+        let model = Model::load(backend, &source, config.clone())?;
         let (weight_bytes, n_params) = model.weight_stats();
         let info = ModelInfo {
             architecture: config.arch.name().to_string(),
@@ -164,10 +162,10 @@ impl Runtime {
             hidden_size: config.hidden,
             n_params,
             weight_bytes,
-            kv_bytes_per_token: (2 * config.n_layers * config.kv_dim() * std::mem::size_of::<f32>()) as u64,
+            kv_bytes_per_token: (2 * config.n_layers * config.kv_dim() * if params.exact_math { 4 } else { 2 }) as u64,
             tensor_types: tensor_types.into_iter().collect(),
         };
-        Ok(Runtime { engine: Box::new(model), vocab, template, info, pool, params: params.clone() })
+        Ok(Runtime { engine: Box::new(model), vocab, template, info, params: params.clone() })
     }
 
     /// Facts about the loaded model.
@@ -209,7 +207,7 @@ impl Runtime {
             let render = |m: &[Message]| self.render(m, true, request.template_style.as_deref());
             prompts.push(prompt::prompt_ids(p, request.apply_chat_template, render, &self.vocab)?);
         }
-        let run = |f: &mut generate::ComputeStep<'_>| self.pool.install(f);
+        let run = |f: &mut generate::ComputeStep<'_>| f();
         let mut outputs = Vec::with_capacity(prompts.len());
         for (i, ids) in prompts.into_iter().enumerate() {
             let ctx = GenerateCtx {
@@ -247,7 +245,7 @@ impl Runtime {
         prompt::render_chat(self.template.as_ref(), style, self.engine.config().arch, &self.vocab, messages, add_generation_prompt)
     }
 
-    /// Exact-path (f32 activations) logits for `ids`: the last position, or every position.
+    /// Logits for `ids` (with the runtime's arithmetic: see [`RuntimeParams::exact_math`]): the last position, or every position.
     pub fn logits(&self, ids: &[u32], all_positions: bool) -> Result<Vec<Vec<f32>>> {
         self.check_ids(ids)?;
         let mut seq = self.engine.new_sequence(self.info.context_length)?;
@@ -256,7 +254,7 @@ impl Runtime {
         let chunks = ids.chunks(PREFILL_CHUNK).count();
         for (i, chunk) in ids.chunks(PREFILL_CHUNK).enumerate() {
             let rows = if i + 1 == chunks && !all_positions { LogitRows::Last } else { rows };
-            out.extend(self.pool.install(|| seq.feed(chunk, rows))?);
+            out.extend(seq.feed(chunk, rows)?);
         }
         Ok(out)
     }
@@ -269,7 +267,7 @@ impl Runtime {
         let mut seq = self.engine.new_sequence(self.info.context_length)?;
         let mut out = Vec::with_capacity(ids.len().saturating_sub(1));
         for (c, chunk) in ids.chunks(SLICE).enumerate() {
-            let rows = self.pool.install(|| seq.feed(chunk, LogitRows::All))?;
+            let rows = seq.feed(chunk, LogitRows::All)?;
             for (j, row) in rows.iter().enumerate() {
                 let Some(&next) = ids.get(c * SLICE + j + 1) else { break };
                 let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;

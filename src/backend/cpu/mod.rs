@@ -1,17 +1,31 @@
-//! The CPU backend: f32 activations, weights read from the mmap and dequantized on the fly,
-//! work split over a rayon pool owned by the runtime. It is the reference the other backends
-//! are checked against, so every op is written for clarity first.
+//! The CPU backend: f32 activations, weights read straight from the mmap, work split over the
+//! backend's own thread pool ([`crate::ffi::pool::Pool`]). Matrix products quantize activations
+//! to int8 and run the SIMD integer kernels (`matmul`); the KV cache is f16 (`kv`); attention
+//! runs one task per (row, head) (`attention`). With `exact` set, products use f32 activations
+//! and the KV cache f32: the reference arithmetic the other paths and backends are checked
+//! against.
 
+mod attention;
+mod kv;
+mod matmul;
 mod ops;
 
-use rayon::prelude::*;
+use std::sync::Arc;
 
 use super::{AttentionShape, Backend};
 use crate::error::{Error, Result};
+use crate::ffi::pool::Pool;
+use crate::ffi::simd::{self, KernelSet};
 use crate::model::config::RopeStyle;
 use crate::tensor::TensorRef;
 
+pub use kv::{CpuKv, KvRows};
+pub use matmul::CpuMatrix;
 pub use ops::{gelu_tanh, rms_norm_row, rope_row, silu};
+
+/// Element count from which element-wise ops are split over the pool (below it a step's
+/// hand-out costs more than it saves).
+const PARALLEL_MIN_ELEMS: usize = 1 << 15;
 
 /// Row-major f32 activations.
 #[derive(Clone, Debug, Default)]
@@ -38,32 +52,48 @@ impl CpuAct {
     }
 }
 
-/// Keys and values of one sequence: per layer, `len` rows of `kv_dim` floats each.
-#[derive(Debug)]
-pub struct CpuKv {
-    kv_dim: usize,
-    capacity: usize,
-    k: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
+/// The CPU backend: a thread pool, the SIMD kernel set in use, and the arithmetic mode.
+#[derive(Clone, Debug)]
+pub struct CpuBackend {
+    pool: Arc<Pool>,
+    kernels: KernelSet,
+    exact: bool,
 }
 
-impl CpuKv {
-    /// Bytes currently held.
-    pub fn bytes(&self) -> usize {
-        self.k.iter().chain(&self.v).map(|l| l.capacity() * 4).sum()
+impl CpuBackend {
+    /// A backend running on `threads` threads (the caller included), with int8 activations and an
+    /// f16 KV cache, or f32 for both when `exact`.
+    pub fn new(threads: usize, exact: bool) -> Result<CpuBackend> {
+        let pool = Pool::new(threads).map_err(|e| Error::Backend(format!("cannot start {threads} CPU threads: {e}")))?;
+        Ok(CpuBackend { pool: Arc::new(pool), kernels: simd::active(), exact })
+    }
+
+    /// The SIMD kernel set in use.
+    pub fn kernels(&self) -> KernelSet {
+        self.kernels
+    }
+
+    /// Threads that run each op.
+    pub fn threads(&self) -> usize {
+        self.pool.threads()
+    }
+
+    /// Runs `f` on chunks of `data`, over the pool when the data is large enough to pay for it.
+    fn for_chunks<T: Send>(&self, data: &mut [T], chunk: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+        if data.len() >= PARALLEL_MIN_ELEMS {
+            self.pool.chunks_mut(data, chunk, f);
+        } else {
+            data.chunks_mut(chunk.max(1)).enumerate().for_each(|(i, c)| f(i, c));
+        }
     }
 }
-
-/// The CPU backend.
-#[derive(Debug, Default)]
-pub struct CpuBackend;
 
 fn shape_err(op: &str, msg: String) -> Error {
     Error::Internal(format!("cpu {op}: {msg}"))
 }
 
 impl Backend for CpuBackend {
-    type Matrix = TensorRef;
+    type Matrix = CpuMatrix;
     type Vector = Vec<f32>;
     type Act = CpuAct;
     type Kv = CpuKv;
@@ -72,8 +102,8 @@ impl Backend for CpuBackend {
         "cpu"
     }
 
-    fn matrix(&self, t: &TensorRef) -> Result<TensorRef> {
-        Ok(t.clone())
+    fn matrix(&self, t: &TensorRef) -> Result<CpuMatrix> {
+        Ok(CpuMatrix::new(t))
     }
 
     fn vector(&self, v: &[f32]) -> Result<Vec<f32>> {
@@ -104,24 +134,25 @@ impl Backend for CpuBackend {
     }
 
     fn kv(&self, n_layers: usize, kv_dim: usize, capacity: usize) -> Result<CpuKv> {
-        Ok(CpuKv { kv_dim, capacity, k: vec![Vec::new(); n_layers], v: vec![Vec::new(); n_layers] })
+        Ok(CpuKv::new(n_layers, kv_dim, capacity, self.exact))
     }
 
-    fn embed(&self, table: &TensorRef, ids: &[u32], scale: Option<f32>, out: &mut CpuAct) -> Result<()> {
+    fn embed(&self, table: &CpuMatrix, ids: &[u32], scale: Option<f32>, out: &mut CpuAct) -> Result<()> {
+        let table = &table.tensor;
         if out.rows != ids.len() || out.cols != table.row_len() {
             return Err(shape_err("embed", format!("{} ids into {}x{}", ids.len(), out.rows, out.cols)));
         }
         let n_rows = table.n_rows();
-        out.data.par_chunks_mut(out.cols.max(1)).zip(ids.par_iter()).try_for_each(|(o, &id)| {
-            if id as usize >= n_rows {
-                return Err(Error::InvalidArgument(format!("token id {id} is outside the vocabulary of {n_rows}")));
-            }
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= n_rows) {
+            return Err(Error::InvalidArgument(format!("token id {id} is outside the vocabulary of {n_rows}")));
+        }
+        for (o, &id) in out.data.chunks_mut(out.cols.max(1)).zip(ids) {
             crate::quant::dequantize_row(table.dtype, table.row(id as usize), o)?;
             if let Some(s) = scale {
                 o.iter_mut().for_each(|v| *v *= s);
             }
-            Ok(())
-        })
+        }
+        Ok(())
     }
 
     fn rms_norm(&self, x: &CpuAct, w: &Vec<f32>, eps: f32, out: &mut CpuAct) -> Result<()> {
@@ -136,20 +167,42 @@ impl Backend for CpuBackend {
         if w.is_empty() || x.cols % w.len() != 0 {
             return Err(shape_err("rms_norm", format!("weight of {} for rows of {}", w.len(), x.cols)));
         }
-        x.data.par_chunks_mut(w.len()).for_each(|seg| rms_norm_row(seg, w, eps));
+        self.for_chunks(&mut x.data, w.len(), |_, seg| rms_norm_row(seg, w, eps));
         Ok(())
     }
 
-    fn matmul(&self, x: &CpuAct, w: &TensorRef, out: &mut CpuAct) -> Result<()> {
-        let (rows, cols) = (w.n_rows(), w.row_len());
+    fn matmul(&self, x: &CpuAct, w: &CpuMatrix, out: &mut CpuAct) -> Result<()> {
+        let (rows, cols) = (w.tensor.n_rows(), w.tensor.row_len());
         if x.cols != cols || out.cols != rows || out.rows != x.rows {
             return Err(shape_err(
                 "matmul",
-                format!("{}x{} · {}ᵀ [{rows}x{cols}] into {}x{}", x.rows, x.cols, w.name, out.rows, out.cols),
+                format!("{}x{} · {}ᵀ [{rows}x{cols}] into {}x{}", x.rows, x.cols, w.tensor.name, out.rows, out.cols),
             ));
         }
-        ops::matmul(&x.data, x.rows, w, &mut out.data);
+        matmul::matmul(&self.pool, self.kernels, self.exact, &x.data, x.rows, w, &mut out.data);
         Ok(())
+    }
+
+    fn matmul_many(&self, x: &CpuAct, ws: &[&CpuMatrix], outs: &mut [&mut CpuAct]) -> Result<()> {
+        let fused: Option<Vec<_>> = ws.iter().map(|w| w.int8.map(|f| (f, &w.tensor))).collect();
+        match fused {
+            Some(fw) if x.rows == 1 && !self.exact && ws.len() == outs.len() => {
+                for (w, o) in ws.iter().zip(outs.iter()) {
+                    if w.tensor.row_len() != x.cols || o.rows != 1 || o.cols != w.tensor.n_rows() {
+                        return Err(shape_err("matmul_many", format!("1x{} · {}ᵀ into {}x{}", x.cols, w.tensor.name, o.rows, o.cols)));
+                    }
+                }
+                let mut slices: Vec<&mut [f32]> = outs.iter_mut().map(|o| o.data.as_mut_slice()).collect();
+                matmul::matmul_many_int8(&self.pool, self.kernels, &x.data, &fw, &mut slices);
+                Ok(())
+            }
+            _ => {
+                for (w, o) in ws.iter().zip(outs.iter_mut()) {
+                    self.matmul(x, w, o)?;
+                }
+                Ok(())
+            }
+        }
     }
 
     fn add_bias(&self, x: &mut CpuAct, b: &Vec<f32>) -> Result<()> {
@@ -173,8 +226,8 @@ impl Backend for CpuBackend {
             return Err(shape_err("rope", format!("{} positions, head {head_dim}, rows {}x{}", positions.len(), x.rows, x.cols)));
         }
         let cols = x.cols;
-        x.data.par_chunks_mut(cols).zip(positions.par_iter()).for_each(|(row, &p)| {
-            row.chunks_exact_mut(head_dim).for_each(|h| rope_row(h, p, inv_freq, style));
+        self.for_chunks(&mut x.data, cols, |i, row| {
+            row.chunks_exact_mut(head_dim).for_each(|h| rope_row(h, positions[i], inv_freq, style));
         });
         Ok(())
     }
@@ -184,17 +237,17 @@ impl Backend for CpuBackend {
             return Err(shape_err("kv_store", format!("layer {layer}, k {}x{}, kv_dim {}", k.rows, k.cols, kv.kv_dim)));
         }
         let d = kv.kv_dim;
-        for (i, &p) in positions.iter().enumerate() {
-            if p >= kv.capacity {
-                return Err(Error::ContextOverflow(format!("position {p} is beyond the context of {} tokens", kv.capacity)));
-            }
-            for (store, src) in [(&mut kv.k[layer], k), (&mut kv.v[layer], v)] {
-                let need = (p + 1) * d;
-                if store.len() < need {
-                    store.try_reserve(need - store.len()).map_err(|_| Error::OutOfMemory("KV cache".into()))?;
-                    store.resize(need, 0.0);
+        if let Some(&p) = positions.iter().find(|&&p| p >= kv.capacity) {
+            return Err(Error::ContextOverflow(format!("position {p} is beyond the context of {} tokens", kv.capacity)));
+        }
+        let Some(&last) = positions.iter().max() else { return Ok(()) };
+        for (store, src) in [(&mut kv.k[layer], k), (&mut kv.v[layer], v)] {
+            store.grow_to((last + 1) * d)?;
+            for (i, &p) in positions.iter().enumerate() {
+                match store {
+                    KvRows::F32(s) => s[p * d..(p + 1) * d].copy_from_slice(src.row(i)),
+                    KvRows::F16(s) => simd::float::f32_to_f16(self.kernels, src.row(i), &mut s[p * d..(p + 1) * d]),
                 }
-                store[p * d..need].copy_from_slice(src.row(i));
             }
         }
         Ok(())
@@ -205,13 +258,13 @@ impl Backend for CpuBackend {
         if q.cols != qd || out.cols != qd || out.rows != q.rows || positions.len() != q.rows || layer >= kv.k.len() || s.n_kv_heads * s.head_dim != kv.kv_dim {
             return Err(shape_err("attention", format!("q {}x{}, heads {}x{}", q.rows, q.cols, s.n_heads, s.head_dim)));
         }
-        let stored = kv.k[layer].len() / kv.kv_dim.max(1);
+        let stored = kv.stored(layer);
         if let Some(&p) = positions.iter().max() {
             if p >= stored {
                 return Err(shape_err("attention", format!("position {p} has no stored key ({stored} stored)")));
             }
         }
-        ops::attention(&q.data, &kv.k[layer], &kv.v[layer], kv.kv_dim, positions, s, &mut out.data);
+        attention::attention(&self.pool, self.kernels, &q.data, kv.layer(layer), positions, s, &mut out.data);
         Ok(())
     }
 
@@ -220,8 +273,9 @@ impl Backend for CpuBackend {
             return Err(shape_err("gated_activation", "shapes differ".into()));
         }
         let f = if gelu { gelu_tanh } else { silu };
-        gate.data.par_chunks_mut(4096).zip(up.data.par_chunks(4096)).for_each(|(g, u)| {
-            g.iter_mut().zip(u).for_each(|(g, u)| *g = f(*g) * u);
+        let up = &up.data;
+        self.for_chunks(&mut gate.data, 4096, |c, g| {
+            g.iter_mut().zip(&up[c * 4096..]).for_each(|(g, u)| *g = f(*g) * u);
         });
         Ok(())
     }

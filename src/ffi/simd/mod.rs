@@ -11,6 +11,8 @@
 /// mounts the same files with `int8` at its root).
 pub use crate::quant::int8;
 
+pub mod float;
+
 #[cfg(target_arch = "aarch64")]
 pub mod neon;
 #[cfg(target_arch = "x86_64")]

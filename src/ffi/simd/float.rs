@@ -1,0 +1,271 @@
+//! Float kernels of attention and the KV cache: dot products and scaled additions of f32 rows
+//! with f32 or f16 rows, and f32→f16 conversion. The AVX2 + F16C variants (used by both x86 sets)
+//! convert eight halves per instruction; the scalar versions are the reference they are tested
+//! against, and serve every other CPU.
+
+use super::KernelSet;
+
+/// Converts f32 values to IEEE half bits (round to nearest even), `src.len() == dst.len()`.
+pub fn f32_to_f16(k: KernelSet, src: &[f32], dst: &mut [u16]) {
+    assert_eq!(src.len(), dst.len(), "f32_to_f16 lengths");
+    #[cfg(target_arch = "x86_64")]
+    if k >= KernelSet::Avx2 && k.available() {
+        // SAFETY: AVX2/F16C availability checked on the line above; lengths checked.
+        unsafe { x86::f32_to_f16(src, dst) };
+        return;
+    }
+    let _ = k;
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = half::f16::from_f32(*s).to_bits();
+    }
+}
+
+/// Converts IEEE half bits to f32, `src.len() == dst.len()`.
+pub fn f16_to_f32(k: KernelSet, src: &[u16], dst: &mut [f32]) {
+    assert_eq!(src.len(), dst.len(), "f16_to_f32 lengths");
+    #[cfg(target_arch = "x86_64")]
+    if k >= KernelSet::Avx2 && k.available() {
+        // SAFETY: as in `f32_to_f16`.
+        unsafe { x86::f16_to_f32(src, dst) };
+        return;
+    }
+    let _ = k;
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = super::int8::f16_to_f32(*s);
+    }
+}
+
+/// `Σ q[i] * k[i]` with `k` in f16 bits; equal lengths.
+pub fn dot_f16(k: KernelSet, q: &[f32], kv: &[u16]) -> f32 {
+    assert_eq!(q.len(), kv.len(), "dot_f16 lengths");
+    #[cfg(target_arch = "x86_64")]
+    if k >= KernelSet::Avx2 && k.available() {
+        // SAFETY: as in `f32_to_f16`.
+        return unsafe { x86::dot_f16(q, kv) };
+    }
+    let _ = k;
+    let mut acc = [0f32; 8];
+    for (i, (a, b)) in q.iter().zip(kv).enumerate() {
+        acc[i % 8] += a * super::int8::f16_to_f32(*b);
+    }
+    acc.iter().sum()
+}
+
+/// `acc[i] += a * v[i]` with `v` in f16 bits; equal lengths.
+pub fn axpy_f16(k: KernelSet, acc: &mut [f32], a: f32, v: &[u16]) {
+    assert_eq!(acc.len(), v.len(), "axpy_f16 lengths");
+    #[cfg(target_arch = "x86_64")]
+    if k >= KernelSet::Avx2 && k.available() {
+        // SAFETY: as in `f32_to_f16`.
+        unsafe { x86::axpy_f16(acc, a, v) };
+        return;
+    }
+    let _ = k;
+    for (o, b) in acc.iter_mut().zip(v) {
+        *o += a * super::int8::f16_to_f32(*b);
+    }
+}
+
+/// `Σ x[i] * y[i]` in f32; equal lengths.
+pub fn dot_f32(k: KernelSet, x: &[f32], y: &[f32]) -> f32 {
+    assert_eq!(x.len(), y.len(), "dot_f32 lengths");
+    #[cfg(target_arch = "x86_64")]
+    if k >= KernelSet::Avx2 && k.available() {
+        // SAFETY: as in `f32_to_f16`.
+        return unsafe { x86::dot_f32(x, y) };
+    }
+    let _ = k;
+    crate::quant::dot_f32(x, y)
+}
+
+/// `acc[i] += a * v[i]` in f32; equal lengths.
+pub fn axpy_f32(k: KernelSet, acc: &mut [f32], a: f32, v: &[f32]) {
+    assert_eq!(acc.len(), v.len(), "axpy_f32 lengths");
+    #[cfg(target_arch = "x86_64")]
+    if k >= KernelSet::Avx2 && k.available() {
+        // SAFETY: as in `f32_to_f16`.
+        unsafe { x86::axpy_f32(acc, a, v) };
+        return;
+    }
+    let _ = k;
+    for (o, b) in acc.iter_mut().zip(v) {
+        *o += a * b;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn hsum256(v: __m256) -> f32 {
+        let lo = _mm256_castps256_ps128(v);
+        let hi = _mm256_extractf128_ps::<1>(v);
+        let s = _mm_add_ps(lo, hi);
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        _mm_cvtss_f32(s)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn f32_to_f16(src: &[f32], dst: &mut [u16]) {
+        let n = src.len() / 8 * 8;
+        for i in (0..n).step_by(8) {
+            // SAFETY: i + 8 <= n <= len of both slices.
+            let v = unsafe { _mm256_loadu_ps(src.as_ptr().add(i)) };
+            let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v);
+            unsafe { _mm_storeu_si128(dst.as_mut_ptr().add(i).cast(), h) };
+        }
+        for i in n..src.len() {
+            dst[i] = half::f16::from_f32(src[i]).to_bits();
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn f16_to_f32(src: &[u16], dst: &mut [f32]) {
+        let n = src.len() / 8 * 8;
+        for i in (0..n).step_by(8) {
+            // SAFETY: i + 8 <= n <= len of both slices.
+            unsafe {
+                let h = _mm_loadu_si128(src.as_ptr().add(i).cast());
+                _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_cvtph_ps(h));
+            }
+        }
+        for i in n..src.len() {
+            dst[i] = super::super::int8::f16_to_f32(src[i]);
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_f16(q: &[f32], k: &[u16]) -> f32 {
+        let n = q.len() / 16 * 16;
+        let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        for i in (0..n).step_by(16) {
+            // SAFETY: i + 16 <= n <= len of both slices.
+            let (k0, k1, q0, q1) = unsafe {
+                (
+                    _mm256_cvtph_ps(_mm_loadu_si128(k.as_ptr().add(i).cast())),
+                    _mm256_cvtph_ps(_mm_loadu_si128(k.as_ptr().add(i + 8).cast())),
+                    _mm256_loadu_ps(q.as_ptr().add(i)),
+                    _mm256_loadu_ps(q.as_ptr().add(i + 8)),
+                )
+            };
+            a0 = _mm256_fmadd_ps(q0, k0, a0);
+            a1 = _mm256_fmadd_ps(q1, k1, a1);
+        }
+        let mut s = hsum256(_mm256_add_ps(a0, a1));
+        for i in n..q.len() {
+            s += q[i] * super::super::int8::f16_to_f32(k[i]);
+        }
+        s
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn axpy_f16(acc: &mut [f32], a: f32, v: &[u16]) {
+        let n = acc.len() / 8 * 8;
+        let av = _mm256_set1_ps(a);
+        for i in (0..n).step_by(8) {
+            // SAFETY: i + 8 <= n <= len of both slices.
+            unsafe {
+                let x = _mm256_cvtph_ps(_mm_loadu_si128(v.as_ptr().add(i).cast()));
+                let o = _mm256_loadu_ps(acc.as_ptr().add(i));
+                _mm256_storeu_ps(acc.as_mut_ptr().add(i), _mm256_fmadd_ps(av, x, o));
+            }
+        }
+        for i in n..acc.len() {
+            acc[i] += a * super::super::int8::f16_to_f32(v[i]);
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_f32(x: &[f32], y: &[f32]) -> f32 {
+        let n = x.len() / 16 * 16;
+        let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        for i in (0..n).step_by(16) {
+            // SAFETY: i + 16 <= n <= len of both slices.
+            unsafe {
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x.as_ptr().add(i)), _mm256_loadu_ps(y.as_ptr().add(i)), a0);
+                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x.as_ptr().add(i + 8)), _mm256_loadu_ps(y.as_ptr().add(i + 8)), a1);
+            }
+        }
+        let mut s = hsum256(_mm256_add_ps(a0, a1));
+        for i in n..x.len() {
+            s += x[i] * y[i];
+        }
+        s
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn axpy_f32(acc: &mut [f32], a: f32, v: &[f32]) {
+        let n = acc.len() / 8 * 8;
+        let av = _mm256_set1_ps(a);
+        for i in (0..n).step_by(8) {
+            // SAFETY: i + 8 <= n <= len of both slices.
+            unsafe {
+                let o = _mm256_loadu_ps(acc.as_ptr().add(i));
+                let x = _mm256_loadu_ps(v.as_ptr().add(i));
+                _mm256_storeu_ps(acc.as_mut_ptr().add(i), _mm256_fmadd_ps(av, x, o));
+            }
+        }
+        for i in n..acc.len() {
+            acc[i] += a * v[i];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reordered f32 sums of `n` terms differ by at most about n·ε·Σ|terms|.
+    fn tol(n: usize, mag: f32) -> f32 {
+        n as f32 * f32::EPSILON * mag + 1e-6
+    }
+
+    #[test]
+    fn every_set_matches_the_scalar_float_kernels_on_awkward_lengths() {
+        let mut seed = 0x1234_5678_u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        };
+        for k in KernelSet::all_available() {
+            for n in [1usize, 7, 8, 15, 16, 17, 64, 100, 256] {
+                let x: Vec<f32> = (0..n).map(|_| next()).collect();
+                let y: Vec<f32> = (0..n).map(|_| next()).collect();
+                let mut h = vec![0u16; n];
+                let mut h_ref = vec![0u16; n];
+                f32_to_f16(k, &y, &mut h);
+                f32_to_f16(KernelSet::Scalar, &y, &mut h_ref);
+                assert_eq!(h, h_ref, "{k:?} f16 conversion n={n}");
+                let mut back = vec![0f32; n];
+                let mut back_ref = vec![0f32; n];
+                f16_to_f32(k, &h, &mut back);
+                f16_to_f32(KernelSet::Scalar, &h, &mut back_ref);
+                assert_eq!(back, back_ref, "{k:?} f16 to f32 n={n}");
+                let mag: f32 = x.iter().zip(&y).map(|(a, b)| (a * b).abs()).sum();
+                let (a, b) = (dot_f16(k, &x, &h), dot_f16(KernelSet::Scalar, &x, &h));
+                assert!((a - b).abs() <= tol(n, mag), "{k:?} dot_f16 n={n}: {a} vs {b}");
+                let (a, b) = (dot_f32(k, &x, &y), dot_f32(KernelSet::Scalar, &x, &y));
+                assert!((a - b).abs() <= tol(n, mag), "{k:?} dot_f32 n={n}: {a} vs {b}");
+                let mut acc = x.clone();
+                let mut acc_ref = x.clone();
+                axpy_f16(k, &mut acc, 0.37, &h);
+                axpy_f16(KernelSet::Scalar, &mut acc_ref, 0.37, &h);
+                for (p, q) in acc.iter().zip(&acc_ref) {
+                    assert!((p - q).abs() <= 1e-6, "{k:?} axpy_f16 n={n}");
+                }
+                let mut acc = x.clone();
+                let mut acc_ref = x.clone();
+                axpy_f32(k, &mut acc, -1.5, &y);
+                axpy_f32(KernelSet::Scalar, &mut acc_ref, -1.5, &y);
+                for (p, q) in acc.iter().zip(&acc_ref) {
+                    assert!((p - q).abs() <= 1e-6, "{k:?} axpy_f32 n={n}");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Speed of the int8 CPU kernels per kernel set, single thread, on the shapes of the models we
+//! ship (SmolLM2-135M Q4_1 layers and Q8_0 LM head, Gemma 3 270M's Q5_0/Q8_0 layers and LM head).
+//! Ignored by default: timing says nothing about correctness (that is
+//! `cpu_kernels_match_reference`). Run with
+//! `cargo test --release --test cpu_kernels_speed -- --ignored --nocapture`.
+
+use edgellm::ffi::simd::{self, KernelSet};
+use edgellm::quant::int8::{Q8Acts, WeightFormat};
+use std::time::Instant;
+
+struct Rng(u64);
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn uniform(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+}
+
+/// Random blocks with small finite f16 scales at the format's scale fields.
+fn weights(f: WeightFormat, rows: usize, cols: usize, rng: &mut Rng) -> Vec<u8> {
+    let n = rows * cols / f.block_elems() * f.block_bytes();
+    let mut w: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
+    let fields: &[usize] = match f {
+        WeightFormat::Q4_1 | WeightFormat::Q5_1 => &[0, 2],
+        _ => &[0],
+    };
+    for blk in w.chunks_exact_mut(f.block_bytes()) {
+        for &o in fields {
+            blk[o..o + 2].copy_from_slice(&half::f16::from_f32(rng.uniform() * 0.05).to_le_bytes());
+        }
+    }
+    w
+}
+
+fn acts(tokens: usize, cols: usize, rng: &mut Rng) -> Q8Acts {
+    let x: Vec<f32> = (0..tokens * cols).map(|_| rng.uniform()).collect();
+    let mut a = Q8Acts::default();
+    simd::quantize_rows(KernelSet::Scalar, &x, tokens, cols, &mut a);
+    a
+}
+
+/// Best time in seconds of `reps` runs of `f` after one warm-up run.
+fn best_of(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+#[test]
+#[ignore]
+fn matvec_bandwidth() {
+    let mut rng = Rng(7);
+    let cases = [
+        (WeightFormat::Q4_1, 1536, 576, "SmolLM2 ffn_up (in L2)"),
+        (WeightFormat::Q4_1, 576, 1536, "SmolLM2 ffn_down (in L2)"),
+        (WeightFormat::Q5_0, 2048, 640, "Gemma ffn (in L2)"),
+        (WeightFormat::Q4_0, 1536, 576, "Q4_0 (in L2)"),
+        (WeightFormat::Q5_1, 1536, 576, "Q5_1 (in L2)"),
+        (WeightFormat::Q8_0, 1024, 576, "Q8_0 (in L2)"),
+        (WeightFormat::Q8_0, 49152, 576, "SmolLM2 LM head (L3-sized)"),
+        (WeightFormat::Q8_0, 262144, 640, "Gemma LM head (DRAM)"),
+    ];
+    for (f, rows, cols, what) in cases {
+        let w = weights(f, rows, cols, &mut rng);
+        let x = acts(1, cols, &mut rng);
+        let mut out = vec![0f32; rows];
+        for k in KernelSet::all_available() {
+            let reps = if k == KernelSet::Scalar { 2 } else { 10 };
+            let s = best_of(reps, || simd::dot_rows(k, f, &w, &x.row(0), &mut out));
+            println!(
+                "matvec {f:?} {rows}x{cols} [{what}] {:>6}: {:7.2} GB/s ({:.3} ms)",
+                k.name(),
+                w.len() as f64 / s / 1e9,
+                s * 1e3
+            );
+        }
+    }
+}
+
+#[test]
+#[ignore]
+fn gemm_throughput() {
+    let mut rng = Rng(11);
+    let cases = [
+        (WeightFormat::Q4_1, 1536, 576, 128),
+        (WeightFormat::Q8_0, 1536, 576, 128),
+        (WeightFormat::Q5_0, 2048, 640, 128),
+        (WeightFormat::Q4_1, 256, 576, 256),
+    ];
+    for (f, rows, cols, tokens) in cases {
+        let w = weights(f, rows, cols, &mut rng);
+        let x = acts(tokens, cols, &mut rng);
+        let mut out = vec![0f32; rows * tokens];
+        for k in KernelSet::all_available() {
+            let reps = if k == KernelSet::Scalar { 1 } else { 5 };
+            let s = best_of(reps, || simd::gemm(k, f, &w, rows, &x, &mut out, rows));
+            let macs = (rows * cols * tokens) as f64;
+            println!(
+                "gemm {f:?} {rows}x{cols} x {tokens} tokens {:>6}: {:7.2} GMAC/s ({:.3} ms)",
+                k.name(),
+                macs / s / 1e9,
+                s * 1e3
+            );
+        }
+    }
+}
+
+#[test]
+#[ignore]
+fn quantize_throughput() {
+    let mut rng = Rng(3);
+    let (tokens, cols) = (256, 1536);
+    let x: Vec<f32> = (0..tokens * cols).map(|_| rng.uniform()).collect();
+    let mut a = Q8Acts::default();
+    for k in KernelSet::all_available() {
+        let s = best_of(5, || simd::quantize_rows(k, &x, tokens, cols, &mut a));
+        println!(
+            "quantize {tokens}x{cols} {:>6}: {:7.2} GB/s of f32 input",
+            k.name(),
+            (x.len() * 4) as f64 / s / 1e9
+        );
+    }
+}
