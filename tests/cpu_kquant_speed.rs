@@ -50,22 +50,37 @@ fn acts(tokens: usize, cols: usize, rng: &mut Rng) -> Q8Acts {
     a
 }
 
-/// Seconds per call of `f`: the best mean over batches of about 20 ms, after one warm-up call
-/// (the best batch, because other processes share this machine's cores).
-fn time(mut f: impl FnMut()) -> f64 {
+/// Nanoseconds this thread has run on a CPU (Linux `schedstat`), so that time other processes
+/// take from this machine's shared cores is not counted; wall time where that is unavailable.
+fn cpu_ns(wall: Instant) -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .unwrap_or_else(|| wall.elapsed().as_nanos() as f64)
+}
+
+/// Seconds per call of `f` as (wall time, CPU time): each the best mean over batches of about
+/// 20 ms, after one warm-up call.
+fn time(mut f: impl FnMut()) -> (f64, f64) {
     f();
-    let start = Instant::now();
-    let mut best = f64::INFINITY;
-    while start.elapsed() < MIN_TIME {
+    let origin = Instant::now();
+    let (mut wall, mut cpu) = (f64::INFINITY, f64::INFINITY);
+    while origin.elapsed() < MIN_TIME {
         let batch = Instant::now();
+        let c0 = cpu_ns(origin);
         let mut n = 0u32;
         while batch.elapsed() < Duration::from_millis(20) {
             f();
             n += 1;
         }
-        best = best.min(batch.elapsed().as_secs_f64() / n as f64);
+        wall = wall.min(batch.elapsed().as_secs_f64() / n as f64);
+        cpu = cpu.min((cpu_ns(origin) - c0) * 1e-9 / n as f64);
     }
-    best
+    (wall, cpu)
 }
 
 fn agree(k: KernelSet, what: &str, got: &[f32], want: &[f32]) {
@@ -99,14 +114,15 @@ fn kquant_matvec_gb_per_s() {
         simd::dot_rows(KernelSet::Scalar, f, &w, &x.row(0), &mut want);
         for k in KernelSet::all_available() {
             let mut out = vec![0f32; rows];
-            let s = time(|| simd::dot_rows(k, f, &w, &x.row(0), &mut out));
+            let (wall, cpu) = time(|| simd::dot_rows(k, f, &w, &x.row(0), &mut out));
             agree(k, "matvec", &out, &want);
             let mb = w.len() as f64 / 1e6;
             println!(
-                "matvec {f:?} {rows}x{cols} ({mb:.1} MB{}{note}) {:>7}: {:7.2} GB/s",
+                "matvec {f:?} {rows}x{cols} ({mb:.1} MB{}{note}) {:>7}: {:7.2} GB/s wall, {:7.2} GB/s CPU time",
                 if note.is_empty() { "" } else { ", " },
                 k.name(),
-                w.len() as f64 / s / 1e9
+                w.len() as f64 / wall / 1e9,
+                w.len() as f64 / cpu / 1e9
             );
         }
     }
@@ -130,13 +146,14 @@ fn kquant_gemm_gmac_per_s() {
         simd::gemm(KernelSet::Scalar, f, &w, rows, &x, &mut want, rows);
         for k in KernelSet::all_available() {
             let mut out = vec![0f32; tokens * rows];
-            let s = time(|| simd::gemm(k, f, &w, rows, &x, &mut out, rows));
+            let (wall, cpu) = time(|| simd::gemm(k, f, &w, rows, &x, &mut out, rows));
             agree(k, "gemm", &out, &want);
             let macs = (rows * cols * tokens) as f64;
             println!(
-                "gemm {f:?} {rows}x{cols} x {tokens} tokens {:>7}: {:7.2} GMAC/s",
+                "gemm {f:?} {rows}x{cols} x {tokens} tokens {:>7}: {:7.2} GMAC/s wall, {:7.2} GMAC/s CPU time",
                 k.name(),
-                macs / s / 1e9
+                macs / wall / 1e9,
+                macs / cpu / 1e9
             );
         }
     }

@@ -13,7 +13,15 @@
 //! A tile of `R` weight rows × `T` tokens reuses each unpacked weight chunk for `T` tokens and
 //! each activation load for `R` rows: the matrix-vector kernels run 4 × 1 tiles (a super-block of
 //! four rows in flight keeps several DRAM streams busy), the matrix kernels 4 × 4 (AVX-512, 32
-//! vector registers) or 2 × 4 (AVX2, 16), with narrower tiles for the edges.
+//! vector registers) or 2 × 4 (AVX2, 16), with narrower tiles for the edges. With one token the
+//! activation scales are folded into the row scales once per super-block, which leaves per 64
+//! weights: unpack (2-4 ops), `vpdpbusd`, convert, permute the scale, FMA.
+//!
+//! Each super-block step also prefetches the matching slice of the *next* row tile: four row
+//! streams are more than the hardware prefetchers follow far enough ahead: without it the
+//! out-of-cache matrix-vector speed on Zen 5 was about a quarter (AVX2) to a half (AVX-512) of
+//! the in-cache speed, with it about the same.
+//! `tests/cpu_kquant_speed.rs` measures GB/s and GMAC/s per set.
 
 use super::int8::{Q8Acts, Q8Row, WeightFormat, QKK};
 use super::{DotRowsFn, GemmFn, KernelSet};
@@ -122,6 +130,14 @@ mod avx512 {
 
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    fn ld256_i8(s: &[i8]) -> __m256i {
+        assert!(s.len() >= 32);
+        // SAFETY: 32 readable bytes (asserted); unaligned loads are allowed.
+        unsafe { _mm256_loadu_si256(s.as_ptr().cast()) }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     fn ld256(s: &[u8]) -> __m256i {
         assert!(s.len() >= 32);
         // SAFETY: 32 readable bytes (asserted); unaligned loads are allowed.
@@ -208,18 +224,23 @@ mod avx512 {
                 _mm512_or_si512(lo, _mm512_and_si512(qhz, m30))
             }
         } else {
-            // Sub-blocks 2 j and 2 j + 1 are the low and high nibbles of qs[32 j..32 j + 32].
+            // qs[64 h..64 h + 64] holds sub-blocks 4 h, 4 h + 2 in its low nibbles and 4 h + 1,
+            // 4 h + 3 in its high ones: one load and two operations per 64 weights, with the
+            // activations loaded in the same order (`chunk_subs`).
             let off = if FMT == Q5K { 48 } else { 16 };
-            let q = ld256(&blk[off + 32 * j..off + 32 * j + 32]);
-            let z = _mm512_and_si512(
-                _mm512_inserti64x4::<1>(_mm512_castsi256_si512(q), _mm256_srli_epi16::<4>(q)),
-                m4,
-            );
+            let h = j / 2;
+            let q = ld512(&blk[off + 64 * h..off + 64 * h + 64]);
+            let z = if j.is_multiple_of(2) {
+                _mm512_and_si512(q, m4)
+            } else {
+                _mm512_and_si512(_mm512_srli_epi16::<4>(q), m4)
+            };
             if FMT == Q5K {
                 // Fifth bit of element l of sub-block s is bit s of qh[l].
+                let (a, b) = chunk_subs::<FMT>(j);
                 let hz = _mm512_broadcast_i64x4(ld256(&blk[16..48]));
-                let b0 = _mm256_set1_epi8((1u8 << (2 * j)) as i8);
-                let b1 = _mm256_set1_epi8((1u8 << (2 * j + 1)) as i8);
+                let b0 = _mm256_set1_epi8((1u8 << a) as i8);
+                let b1 = _mm256_set1_epi8((1u8 << b) as i8);
                 let k = _mm512_test_epi8_mask(
                     hz,
                     _mm512_inserti64x4::<1>(_mm512_castsi256_si512(b0), b1),
@@ -228,6 +249,42 @@ mod avx512 {
             } else {
                 z
             }
+        }
+    }
+
+    /// The two 32-weight sub-blocks (activation blocks) in the low and high half of chunk `j`.
+    #[inline(always)]
+    fn chunk_subs<const FMT: u8>(j: usize) -> (usize, usize) {
+        if FMT == Q6K {
+            (2 * j, 2 * j + 1)
+        } else {
+            (4 * (j / 2) + j % 2, 4 * (j / 2) + j % 2 + 2)
+        }
+    }
+
+    /// Permute indices `a` in lanes 0-7, `b` in lanes 8-15.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    fn pair_idx(a: usize, b: usize) -> __m512i {
+        _mm512_mask_blend_epi32(
+            0xFF00,
+            _mm512_set1_epi32(a as i32),
+            _mm512_set1_epi32(b as i32),
+        )
+    }
+
+    /// The activation quants of sub-blocks `a` and `b` of the super-block at `qs[0..256]`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    fn ld_x(qs: &[i8], a: usize, b: usize) -> __m512i {
+        if b == a + 1 {
+            ld512_i8(&qs[32 * a..32 * a + 64])
+        } else {
+            let lo = ld256_i8(&qs[32 * a..32 * a + 32]);
+            _mm512_inserti64x4::<1>(
+                _mm512_castsi256_si512(lo),
+                ld256_i8(&qs[32 * b..32 * b + 32]),
+            )
         }
     }
 
@@ -241,14 +298,13 @@ mod avx512 {
     ) -> [[f32; T]; R] {
         let nsb = xs[0].qs.len() / QKK;
         let mut acc = [[_mm512_setzero_ps(); T]; R];
-        // Lane l of chunk j belongs to sub-block 2 j + l / 8 (32 weights, one activation block)
-        // and to Q6_K group 4 j + l / 4; correction lane g (16 weights) to sub-block g / 2.
-        let sub_idx = [
-            lane_idx(0, 3),
-            lane_idx(2, 3),
-            lane_idx(4, 3),
-            lane_idx(6, 3),
-        ];
+        // Lane l of chunk j belongs to sub-block `chunk_subs(j)[l / 8]` (32 weights, one
+        // activation block) and to Q6_K group 4 j + l / 4; correction lane g (16 weights) to
+        // sub-block g / 2.
+        let sub_idx: [__m512i; 4] = core::array::from_fn(|j| {
+            let (a, b) = chunk_subs::<FMT>(j);
+            pair_idx(a, b)
+        });
         let grp_idx = [
             lane_idx(0, 2),
             lane_idx(4, 2),
@@ -300,8 +356,8 @@ mod avx512 {
                     ws[r] = _mm512_permutexvar_ps(w_idx, if T == 1 { pd[r] } else { p[r] });
                 }
                 for t in 0..T {
-                    let base = k * QKK + 64 * j;
-                    let xq = ld512_i8(&xs[t].qs[base..base + 64]);
+                    let (a, b) = chunk_subs::<FMT>(j);
+                    let xq = ld_x(&xs[t].qs[k * QKK..k * QKK + QKK], a, b);
                     let xsc = if T == 1 {
                         _mm512_set1_ps(1.0)
                     } else {
@@ -377,7 +433,14 @@ mod avx512 {
         ldo: usize,
     ) {
         let x: [Q8Row; T] = core::array::from_fn(|t| xs.row(t0 + t));
-        let v = tile::<FMT, BB, R, T>(&rows_at::<R>(w, row_bytes, r0), &[], &x);
+        // The first token tile of a row group fetches the next group's rows; later ones find
+        // this group's rows in L1 already.
+        let ahead = if t0 == 0 {
+            super::next_rows::<R>(w, row_bytes, r0)
+        } else {
+            &[]
+        };
+        let v = tile::<FMT, BB, R, T>(&rows_at::<R>(w, row_bytes, r0), ahead, &x);
         for (r, vr) in v.iter().enumerate() {
             for (t, &e) in vr.iter().enumerate() {
                 out[(t0 + t) * ldo + r0 + r] = e;
@@ -679,7 +742,14 @@ mod avx2 {
         ldo: usize,
     ) {
         let x: [Q8Row; T] = core::array::from_fn(|t| xs.row(t0 + t));
-        let v = tile::<FMT, BB, R, T>(&rows_at::<R>(w, row_bytes, r0), &[], &x);
+        // The first token tile of a row group fetches the next group's rows; later ones find
+        // this group's rows in L1 already.
+        let ahead = if t0 == 0 {
+            super::next_rows::<R>(w, row_bytes, r0)
+        } else {
+            &[]
+        };
+        let v = tile::<FMT, BB, R, T>(&rows_at::<R>(w, row_bytes, r0), ahead, &x);
         for (r, vr) in v.iter().enumerate() {
             for (t, &e) in vr.iter().enumerate() {
                 out[(t0 + t) * ldo + r0 + r] = e;
