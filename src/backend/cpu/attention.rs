@@ -14,9 +14,19 @@ use crate::ffi::simd::{float, KernelSet};
 /// once and then used by all of them.
 const QUERIES_PER_TASK: usize = 16;
 
+/// Per-thread buffers of the prefill kernel.
+#[derive(Default)]
+struct Scratch {
+    scores: Vec<f32>,
+    keys_t: Vec<f32>,
+    vals: Vec<f32>,
+    row: Vec<f32>,
+    out: Vec<f32>,
+}
+
 thread_local! {
     static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    static ROW: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
 /// Row `j` of `rows` (offset `at`, `hd` wide) as f32 in `buf`.
@@ -38,8 +48,9 @@ fn first_key(p: usize, window: Option<usize>) -> usize {
     }
 }
 
-/// Prefill attention: tasks of (block of query rows, head); scores of the block against every
-/// key it may see, softmax per row, then the values.
+/// Prefill attention: tasks of (block of query rows, head). The block's keys are converted to
+/// f32 once and transposed, so scores are one small matrix product (queries x keys), and the
+/// values likewise (weights x values), both by the register-tiled `float::gemm_f32`.
 fn attention_blocked(pool: &Pool, k: KernelSet, q: &[f32], kv: LayerKv<'_>, positions: &[usize], s: AttentionShape, out: &mut [f32]) {
     let hd = s.head_dim;
     let qd = s.n_heads * hd;
@@ -50,54 +61,61 @@ fn attention_blocked(pool: &Pool, k: KernelSet, q: &[f32], kv: LayerKv<'_>, posi
         let h = tile.cols.start / hd;
         let off = (h / group) * hd;
         let rows = tile.rows.clone();
+        let m = rows.len();
         let lo = rows.clone().map(|t| first_key(positions[t], s.window)).min().unwrap_or(0);
         let hi = rows.clone().map(|t| positions[t]).max().unwrap_or(0);
         let span = hi + 1 - lo;
-        SCORES.with(|sc| {
-            ROW.with(|rb| {
-                let mut scores = sc.borrow_mut();
-                let mut buf = rb.borrow_mut();
-                scores.clear();
-                scores.resize(rows.len() * span, f32::NEG_INFINITY);
-                buf.resize(hd, 0.0);
-                for j in lo..=hi {
-                    let kj = row_f32(k, keys, j * kv_dim + off, hd, &mut buf);
-                    for (i, t) in rows.clone().enumerate() {
-                        let p = positions[t];
-                        if j > p || j < first_key(p, s.window) {
-                            continue;
-                        }
-                        let qh = &q[t * qd + h * hd..t * qd + (h + 1) * hd];
-                        let mut v = float::dot_f32(k, qh, kj) * s.scale;
-                        if let Some(cap) = s.softcap {
-                            v = (v / cap).tanh() * cap;
-                        }
-                        scores[i * span + (j - lo)] = v;
+        SCRATCH.with(|sc| {
+            let mut sc = sc.borrow_mut();
+            let Scratch { scores, keys_t, vals, row, out: obuf } = &mut *sc;
+            row.resize(hd, 0.0);
+            keys_t.resize(hd * span, 0.0);
+            vals.resize(span * hd, 0.0);
+            for j in lo..=hi {
+                let kj = row_f32(k, keys, j * kv_dim + off, hd, row);
+                for (d, &v) in kj.iter().enumerate() {
+                    keys_t[d * span + (j - lo)] = v;
+                }
+                let vj = row_f32(k, values, j * kv_dim + off, hd, row);
+                vals[(j - lo) * hd..(j - lo + 1) * hd].copy_from_slice(vj);
+            }
+            scores.clear();
+            scores.resize(m * span, 0.0);
+            let a = &q[rows.start * qd + h * hd..];
+            let g = float::GemmShape { m, n: span, k: hd, lda: qd, ldb: span, ldc: span };
+            float::gemm_f32(k, g, a, keys_t, scores);
+            for (i, t) in rows.clone().enumerate() {
+                let p = positions[t];
+                let first = first_key(p, s.window);
+                let row = &mut scores[i * span..(i + 1) * span];
+                let mut max = f32::NEG_INFINITY;
+                for (jj, v) in row.iter_mut().enumerate() {
+                    let j = lo + jj;
+                    if j > p || j < first {
+                        *v = f32::NEG_INFINITY;
+                        continue;
                     }
-                }
-                for row in scores.chunks_exact_mut(span) {
-                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let mut sum = 0f32;
-                    for v in row.iter_mut() {
-                        *v = (*v - max).exp();
-                        sum += *v;
+                    *v *= s.scale;
+                    if let Some(cap) = s.softcap {
+                        *v = (*v / cap).tanh() * cap;
                     }
-                    let inv = 1.0 / sum;
-                    row.iter_mut().for_each(|v| *v *= inv);
+                    max = max.max(*v);
                 }
-                for t in rows.clone() {
-                    tile.row_mut(t).fill(0.0);
+                let mut sum = 0f32;
+                for v in row.iter_mut() {
+                    *v = (*v - max).exp();
+                    sum += *v;
                 }
-                for j in lo..=hi {
-                    let vj = row_f32(k, values, j * kv_dim + off, hd, &mut buf);
-                    for (i, t) in rows.clone().enumerate() {
-                        let w = scores[i * span + (j - lo)];
-                        if w > 0.0 {
-                            float::axpy_f32(k, tile.row_mut(t), w, vj);
-                        }
-                    }
-                }
-            })
+                let inv = 1.0 / sum;
+                row.iter_mut().for_each(|v| *v *= inv);
+            }
+            obuf.clear();
+            obuf.resize(m * hd, 0.0);
+            let g = float::GemmShape { m, n: hd, k: span, lda: span, ldb: hd, ldc: hd };
+            float::gemm_f32(k, g, scores, vals, obuf);
+            for (i, t) in rows.clone().enumerate() {
+                tile.row_mut(t).copy_from_slice(&obuf[i * hd..(i + 1) * hd]);
+            }
         })
     });
 }

@@ -93,6 +93,60 @@ pub fn axpy_f32(k: KernelSet, acc: &mut [f32], a: f32, v: &[f32]) {
     }
 }
 
+/// Shape of a row-major product `C[m x n] += A[m x k] · B[k x n]` with leading dimensions.
+#[derive(Clone, Copy, Debug)]
+pub struct GemmShape {
+    /// Rows of A and C.
+    pub m: usize,
+    /// Columns of B and C.
+    pub n: usize,
+    /// Columns of A, rows of B.
+    pub k: usize,
+    /// Row stride of A.
+    pub lda: usize,
+    /// Row stride of B.
+    pub ldb: usize,
+    /// Row stride of C.
+    pub ldc: usize,
+}
+
+/// `C += A · B` in f32 (all row-major): attention's scores (queries times transposed keys) and
+/// its weighted values. The x86 kernel keeps a 4 x 16 tile of C in registers, so each loaded
+/// value of B serves four rows of A.
+///
+/// Panics if a slice is too short for the shape.
+pub fn gemm_f32(k: KernelSet, g: GemmShape, a: &[f32], b: &[f32], c: &mut [f32]) {
+    let GemmShape { m, n, k: kd, lda, ldb, ldc } = g;
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(lda >= kd && ldb >= n && ldc >= n, "gemm_f32 strides");
+    assert!(a.len() >= (m - 1) * lda + kd && c.len() >= (m - 1) * ldc + n, "gemm_f32 A/C lengths");
+    assert!(kd == 0 || b.len() >= (kd - 1) * ldb + n, "gemm_f32 B length");
+    #[cfg(target_arch = "x86_64")]
+    if k >= KernelSet::Avx2 && k.available() {
+        // SAFETY: AVX2/FMA availability checked here; slice lengths checked above.
+        unsafe { x86::gemm_f32(g, a, b, c) };
+        return;
+    }
+    let _ = k;
+    gemm_f32_scalar(g, a, b, c, 0..m, 0..n);
+}
+
+/// Scalar `C += A · B` over the rows and columns given.
+fn gemm_f32_scalar(g: GemmShape, a: &[f32], b: &[f32], c: &mut [f32], rows: std::ops::Range<usize>, cols: std::ops::Range<usize>) {
+    for i in rows {
+        for p in 0..g.k {
+            let av = a[i * g.lda + p];
+            let brow = &b[p * g.ldb..];
+            let crow = &mut c[i * g.ldc..];
+            for j in cols.clone() {
+                crow[j] += av * brow[j];
+            }
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
@@ -178,6 +232,40 @@ mod x86 {
         }
     }
 
+    /// `C += A · B` with 4 x 16 register tiles; edges go to the scalar loop.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn gemm_f32(g: super::GemmShape, a: &[f32], b: &[f32], c: &mut [f32]) {
+        let (m4, n16) = (g.m / 4 * 4, g.n / 16 * 16);
+        for i0 in (0..m4).step_by(4) {
+            for j0 in (0..n16).step_by(16) {
+                let mut acc = [[_mm256_setzero_ps(); 2]; 4];
+                for p in 0..g.k {
+                    // SAFETY: p < k and j0 + 16 <= n, so both loads lie inside B (checked by
+                    // the caller: b.len() >= (k - 1) * ldb + n).
+                    let (b0, b1) = unsafe {
+                        let bp = b.as_ptr().add(p * g.ldb + j0);
+                        (_mm256_loadu_ps(bp), _mm256_loadu_ps(bp.add(8)))
+                    };
+                    for (r, row) in acc.iter_mut().enumerate() {
+                        let av = _mm256_set1_ps(a[(i0 + r) * g.lda + p]);
+                        row[0] = _mm256_fmadd_ps(av, b0, row[0]);
+                        row[1] = _mm256_fmadd_ps(av, b1, row[1]);
+                    }
+                }
+                for (r, row) in acc.iter().enumerate() {
+                    // SAFETY: i0 + r < m and j0 + 16 <= n lie inside C (checked by the caller).
+                    unsafe {
+                        let cp = c.as_mut_ptr().add((i0 + r) * g.ldc + j0);
+                        _mm256_storeu_ps(cp, _mm256_add_ps(_mm256_loadu_ps(cp), row[0]));
+                        _mm256_storeu_ps(cp.add(8), _mm256_add_ps(_mm256_loadu_ps(cp.add(8)), row[1]));
+                    }
+                }
+            }
+        }
+        super::gemm_f32_scalar(g, a, b, c, 0..m4, n16..g.n);
+        super::gemm_f32_scalar(g, a, b, c, m4..g.m, 0..g.n);
+    }
+
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_f32(x: &[f32], y: &[f32]) -> f32 {
         let n = x.len() / 16 * 16;
@@ -221,6 +309,37 @@ mod tests {
     /// Reordered f32 sums of `n` terms differ by at most about n·ε·Σ|terms|.
     fn tol(n: usize, mag: f32) -> f32 {
         n as f32 * f32::EPSILON * mag + 1e-6
+    }
+
+    #[test]
+    fn gemm_f32_matches_the_scalar_loop_on_awkward_shapes() {
+        let mut seed = 0xABCD_u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        };
+        for k in KernelSet::all_available() {
+            for (m, n, kd) in [(1usize, 1usize, 1usize), (4, 16, 64), (5, 17, 3), (16, 40, 64), (7, 33, 256), (3, 15, 8)] {
+                let g = GemmShape { m, n, k: kd, lda: kd + 1, ldb: n + 2, ldc: n + 3 };
+                let a: Vec<f32> = (0..m * g.lda).map(|_| next()).collect();
+                let b: Vec<f32> = (0..kd * g.ldb).map(|_| next()).collect();
+                let c0: Vec<f32> = (0..m * g.ldc).map(|_| next()).collect();
+                let (mut c, mut want) = (c0.clone(), c0.clone());
+                gemm_f32(k, g, &a, &b, &mut c);
+                gemm_f32_scalar(g, &a, &b, &mut want, 0..m, 0..n);
+                for i in 0..m {
+                    for j in 0..g.ldc {
+                        let (x, y) = (c[i * g.ldc + j], want[i * g.ldc + j]);
+                        if j >= n {
+                            assert_eq!(x, c0[i * g.ldc + j], "{k:?} wrote outside C at ({i},{j})");
+                        }
+                        assert!((x - y).abs() <= tol(kd, kd as f32 + 1.0), "{k:?} {m}x{n}x{kd} ({i},{j}): {x} vs {y}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
