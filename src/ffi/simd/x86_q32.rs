@@ -323,6 +323,12 @@ macro_rules! kernel_set {
                             *o = v[0];
                         }
                         r += MV_ROWS;
+                    } else if out.len() - r >= 2 {
+                        // SAFETY: rows r..r+2 lie inside `w`.
+                        let res = unsafe { $mvtile::<F, 2, 1>(w.as_ptr().add(r * row_bytes), row_bytes, nb, &xs) };
+                        out[r] = res[0][0];
+                        out[r + 1] = res[1][0];
+                        r += 2;
                     } else {
                         // SAFETY: row r lies inside `w`.
                         out[r] = unsafe { $mvtile::<F, 1, 1>(w.as_ptr().add(r * row_bytes), row_bytes, nb, &xs) }[0][0];
