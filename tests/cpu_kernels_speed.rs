@@ -75,7 +75,7 @@ fn matvec_bandwidth() {
         let x = acts(1, cols, &mut rng);
         let mut out = vec![0f32; rows];
         for k in KernelSet::all_available() {
-            let reps = if k == KernelSet::Scalar { 2 } else { 10 };
+            let reps = if k == KernelSet::Scalar { 2 } else { 40 };
             let s = best_of(reps, || simd::dot_rows(k, f, &w, &x.row(0), &mut out));
             println!(
                 "matvec {f:?} {rows}x{cols} [{what}] {:>6}: {:7.2} GB/s ({:.3} ms)",
@@ -102,7 +102,7 @@ fn gemm_throughput() {
         let x = acts(tokens, cols, &mut rng);
         let mut out = vec![0f32; rows * tokens];
         for k in KernelSet::all_available() {
-            let reps = if k == KernelSet::Scalar { 1 } else { 5 };
+            let reps = if k == KernelSet::Scalar { 1 } else { 20 };
             let s = best_of(reps, || simd::gemm(k, f, &w, rows, &x, &mut out, rows));
             let macs = (rows * cols * tokens) as f64;
             println!(
