@@ -509,7 +509,7 @@ mod tests {
             let (l, r, m) = (table.id(a), table.id(b), table.id(&format!("{a}{b}")));
             map.insert((l.unwrap(), r.unwrap()), (rank as u32, m.unwrap()));
         }
-        let vocab: Vec<(String, u32)> = tokens.iter().cloned().zip(0u32..).collect();
+        let vocab: tokenizers::models::bpe::Vocab = tokens.iter().cloned().zip(0u32..).collect();
         let pairs: Vec<(String, String)> = merges.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
         let alphabet = ['a', 'b', 'c', 'é', 'x', 'ß', '\n', '😀'];
         let mut seed = 0x2545_f491_4f6c_dd1du64;
@@ -521,7 +521,7 @@ mod tests {
         };
         for (byte_tokens, unk) in [(false, None), (true, None), (true, Some("<unk>")), (false, Some("<unk>"))] {
             let mut builder = BPE::builder()
-                .vocab_and_merges(vocab.iter().cloned().collect(), pairs.clone())
+                .vocab_and_merges(vocab.clone(), pairs.clone())
                 .byte_fallback(byte_tokens)
                 .fuse_unk(true);
             if let Some(u) = unk {

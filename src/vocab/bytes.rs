@@ -99,7 +99,12 @@ mod tests {
         assert_eq!(t[b'\n' as usize], 'Ċ');
         assert_eq!(t[b'a' as usize], 'a');
         assert_eq!(t[0xad], 'Ń');
-        assert_eq!(unicode_to_byte().len(), 256);
+        let inverse = unicode_to_byte();
+        for (b, &c) in t.iter().enumerate() {
+            assert_eq!(inverse.get(c), Some(b as u8), "{c:?}");
+        }
+        assert_eq!(inverse.0.iter().flatten().count(), 256);
+        assert_eq!(inverse.get('€'), None);
     }
 
     #[test]
