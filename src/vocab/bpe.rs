@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use tokenizers::models::bpe::BpeTrainer;
 use tokenizers::{Model, Token};
 
-/// A hasher for keys that are already well-mixed 64-bit hashes or small id pairs.
+/// A fast hasher for the two key kinds here: 64-bit string keys and pairs of ids.
 #[derive(Default)]
 pub(crate) struct MixHasher(u64);
 
@@ -39,9 +39,13 @@ impl Hasher for MixHasher {
     }
 
     fn write_u64(&mut self, v: u64) {
-        // One multiply-rotate step per word (the fxhash recipe): enough to spread id pairs and
-        // already-hashed strings over the table, and a few times cheaper than SipHash.
-        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x517c_c1b7_2722_0a95);
+        // splitmix64's finalizer over the running state: every input bit reaches the low bits
+        // that pick a bucket. (FNV-1a's low bits, and id pairs, are poorly spread on their own;
+        // a plain multiply only carries bits upward and left long probe chains.)
+        let mut z = (self.0 ^ v).wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        self.0 = z ^ (z >> 31);
     }
 }
 
@@ -57,12 +61,24 @@ const KEY_LEN_MAX: usize = 0xFFFF;
 /// bytes straight from its end offset without a second table access (a cache miss saved on
 /// every lookup, which is what building a 262k-token vocabulary's merges is bound by).
 fn key(s: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in s.as_bytes() {
+    key_from(fnv(FNV_OFFSET, s.as_bytes()), s.len())
+}
+
+/// FNV-1a's starting state.
+pub(crate) const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a state `h` extended by `bytes` (so the keys of all prefixes of a string cost one pass).
+pub(crate) fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    ((s.len().min(KEY_LEN_MAX) as u64) << 48) | (h & ((1 << 48) - 1))
+    h
+}
+
+/// The index key of a string of `len` bytes whose FNV-1a state is `h`.
+pub(crate) fn key_from(h: u64, len: usize) -> u64 {
+    ((len.min(KEY_LEN_MAX) as u64) << 48) | (h & ((1 << 48) - 1))
 }
 
 /// Where an indexed string is: its id and its end offset in the text buffer.
@@ -147,7 +163,12 @@ impl TokenTable {
 
     /// The id `s` maps to.
     pub(crate) fn id(&self, s: &str) -> Option<u32> {
-        if let Some(&slot) = self.index.get(&key(s)) {
+        self.id_keyed(s, key(s))
+    }
+
+    /// [`TokenTable::id`] with the key of `s` already computed (`key_from(fnv(FNV_OFFSET, s), len)`).
+    pub(crate) fn id_keyed(&self, s: &str, key: u64) -> Option<u32> {
+        if let Some(&slot) = self.index.get(&key) {
             let held = if s.len() < KEY_LEN_MAX {
                 // Equal keys mean equal lengths, so the held string ends at `end` and is
                 // `s.len()` bytes long.
@@ -450,7 +471,11 @@ mod tests {
     #[test]
     fn byte_fallback_then_fused_unknown() {
         let mut toks: Vec<String> = vec!["<unk>".into(), "a".into()];
-        toks.extend((0..=255u8).map(|b| format!("<0x{b:02X}>")).filter(|t| t != "<0xC3>"));
+        toks.extend(
+            (0..=255u8)
+                .map(|b| format!("<0x{b:02X}>"))
+                .filter(|t| t != "<0xC3>"),
+        );
         let t = TokenTable::new(&toks).unwrap();
         let byte = |b: u8| t.id(&format!("<0x{b:02X}>")).unwrap();
         let (x, nl) = (byte(b'x'), byte(b'\n'));
@@ -467,7 +492,10 @@ mod tests {
         // byte tokens in between come first.
         let toks = bpe.tokenize("aéé\nx").unwrap();
         let got: Vec<(u32, (usize, usize))> = toks.iter().map(|t| (t.id, t.offsets)).collect();
-        assert_eq!(got, vec![(1, (0, 1)), (nl, (1, 2)), (x, (2, 3)), (0, (3, 7))]);
+        assert_eq!(
+            got,
+            vec![(1, (0, 1)), (nl, (1, 2)), (x, (2, 3)), (0, (3, 7))]
+        );
         let toks = bpe.tokenize("éa").unwrap();
         let got: Vec<(u32, (usize, usize))> = toks.iter().map(|t| (t.id, t.offsets)).collect();
         assert_eq!(got, vec![(0, (0, 2)), (1, (2, 3))]);
@@ -481,7 +509,11 @@ mod tests {
         use tokenizers::models::bpe::BPE;
         let mut tokens: Vec<String> = vec!["<unk>".into()];
         tokens.extend(["a", "b", "c", "é"].iter().map(|s| s.to_string()));
-        tokens.extend((0..=255u8).filter(|&b| b != 0xC3).map(|b| format!("<0x{b:02X}>")));
+        tokens.extend(
+            (0..=255u8)
+                .filter(|&b| b != 0xC3)
+                .map(|b| format!("<0x{b:02X}>")),
+        );
         // Merges in rank order; the merged tokens join the vocabulary.
         let merges = [
             ("a", "b"),
@@ -510,7 +542,10 @@ mod tests {
             map.insert((l.unwrap(), r.unwrap()), (rank as u32, m.unwrap()));
         }
         let vocab: tokenizers::models::bpe::Vocab = tokens.iter().cloned().zip(0u32..).collect();
-        let pairs: Vec<(String, String)> = merges.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        let pairs: Vec<(String, String)> = merges
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
         let alphabet = ['a', 'b', 'c', 'é', 'x', 'ß', '\n', '😀'];
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         let mut next = move || {
@@ -519,7 +554,12 @@ mod tests {
             seed ^= seed << 17;
             seed
         };
-        for (byte_tokens, unk) in [(false, None), (true, None), (true, Some("<unk>")), (false, Some("<unk>"))] {
+        for (byte_tokens, unk) in [
+            (false, None),
+            (true, None),
+            (true, Some("<unk>")),
+            (false, Some("<unk>")),
+        ] {
             let mut builder = BPE::builder()
                 .vocab_and_merges(vocab.clone(), pairs.clone())
                 .byte_fallback(byte_tokens)
@@ -538,11 +578,21 @@ mod tests {
             );
             for _ in 0..2000 {
                 let len = 1 + next() as usize % 12;
-                let word: String = (0..len).map(|_| alphabet[next() as usize % alphabet.len()]).collect();
-                let want: Vec<(u32, String, (usize, usize))> =
-                    oracle.tokenize(&word).unwrap().into_iter().map(|t| (t.id, t.value, t.offsets)).collect();
-                let got: Vec<(u32, String, (usize, usize))> =
-                    ours.tokenize(&word).unwrap().into_iter().map(|t| (t.id, t.value, t.offsets)).collect();
+                let word: String = (0..len)
+                    .map(|_| alphabet[next() as usize % alphabet.len()])
+                    .collect();
+                let want: Vec<(u32, String, (usize, usize))> = oracle
+                    .tokenize(&word)
+                    .unwrap()
+                    .into_iter()
+                    .map(|t| (t.id, t.value, t.offsets))
+                    .collect();
+                let got: Vec<(u32, String, (usize, usize))> = ours
+                    .tokenize(&word)
+                    .unwrap()
+                    .into_iter()
+                    .map(|t| (t.id, t.value, t.offsets))
+                    .collect();
                 assert_eq!(got, want, "{word:?} byte_tokens={byte_tokens} unk={unk:?}");
             }
             assert_eq!(ours.get_vocab_size(), oracle.get_vocab_size());

@@ -236,7 +236,10 @@ fn file_merges(meta: &Metadata, vocab: &TokenTable, pairs: &[(&str, &str)]) -> R
             let err = merges::check(|t| vocab.id(t).is_some(), pairs.iter().copied(), 0)
                 .err()
                 .unwrap_or_else(|| format!("merge {rank} ({a:?} {b:?}) is not valid"));
-            return Err(Error::format(&meta.source, format!("tokenizer.ggml.merges {err}")));
+            return Err(Error::format(
+                &meta.source,
+                format!("tokenizer.ggml.merges {err}"),
+            ));
         };
         map.insert((ai, bi), (rank as u32, mi));
     }
@@ -333,7 +336,12 @@ fn sentencepiece(meta: &Metadata, tokens: &[&str], ids: &SpecialIds) -> Result<G
         }
     };
     let unk = if gemma {
-        Some(ids.unk.map(|i| tokens[i as usize]).unwrap_or("<unk>").to_string())
+        Some(
+            ids.unk
+                .map(|i| tokens[i as usize])
+                .unwrap_or("<unk>")
+                .to_string(),
+        )
     } else {
         None
     };
@@ -409,18 +417,21 @@ fn sentencepiece(meta: &Metadata, tokens: &[&str], ids: &SpecialIds) -> Result<G
 /// ids of the pieces. This is transformers' `generate_merges`, so ids match its tokenizer; a pair
 /// listed twice keeps its last rank, as in the dict `tokenizers` builds from the list.
 fn generate_merges(vocab: &TokenTable, scores: &[f64]) -> MergeMap {
-    /// One cut, 24 bytes: a Gemma vocabulary has about a million of them.
+    /// One cut, 32 bytes: a Gemma vocabulary has half a million of them.
     struct Cut {
         score: f64,
         l: u32,
         r: u32,
         /// Id the concatenation maps to (the token itself, or its last repeat).
         merged: u32,
-        len_l: u16,
-        len_r: u16,
+        len_l: u32,
+        len_r: u32,
+        /// Position in token order, the final tie-break (keeps the sort stable without the
+        /// extra buffer a stable parallel sort allocates).
+        order: u32,
     }
     // Each token's cuts are independent, so they are found in parallel; rayon's collect keeps
-    // token order and its sort is stable, so the result is the sequential one.
+    // token order, which the sort below uses as its last tie-break.
     let mut cuts: Vec<Cut> = (0..vocab.len() as u32)
         .into_par_iter()
         .flat_map_iter(|id| {
@@ -428,35 +439,48 @@ fn generate_merges(vocab: &TokenTable, scores: &[f64]) -> MergeMap {
             let score = scores.get(id as usize).copied().unwrap_or(0.0);
             let n_chars = token.chars().count();
             let merged = vocab.id(token).unwrap_or(id);
-            // Character counts past u16 only arise in hostile files; they saturate, which can
-            // only reorder merges of such tokens among themselves.
-            let clamp = |n: usize| n.min(u16::MAX as usize) as u16;
-            let mut local: Vec<Cut> = token
-                .char_indices()
-                .enumerate()
-                .skip(1)
-                .filter_map(|(k, (at, _))| {
-                    let (l, r) = token.split_at(at);
-                    Some(Cut {
-                        score,
-                        l: vocab.id(l)?,
-                        r: vocab.id(r)?,
-                        merged,
-                        len_l: clamp(k),
-                        len_r: clamp(n_chars - k),
-                    })
-                })
-                .collect();
+            // Token text is below 4 GiB in all (TokenTable checks), so counts fit in u32.
+            let count = |n: usize| n as u32;
+            let mut local: Vec<Cut> = Vec::new();
+            // Left pieces are prefixes, so their keys are built up in one pass over the token.
+            let mut h = bpe::FNV_OFFSET;
+            let mut hashed = 0;
+            for (k, (at, _)) in token.char_indices().enumerate().skip(1) {
+                h = bpe::fnv(h, &token.as_bytes()[hashed..at]);
+                hashed = at;
+                let (l, r) = token.split_at(at);
+                let Some(li) = vocab.id_keyed(l, bpe::key_from(h, l.len())) else {
+                    continue;
+                };
+                let Some(ri) = vocab.id(r) else {
+                    continue;
+                };
+                local.push(Cut {
+                    score,
+                    l: li,
+                    r: ri,
+                    merged,
+                    len_l: count(k),
+                    len_r: count(n_chars - k),
+                    order: 0,
+                });
+            }
             local.sort_by_key(|m| (m.l, m.r));
             local
         })
         .collect();
-    // Stable sort, descending on (score, len_l, len_r), as Python's sorted(..., reverse=True).
-    cuts.par_sort_by(|a, b| {
+    for (i, c) in cuts.iter_mut().enumerate() {
+        // Fewer cuts than bytes of token text, which is below 4 GiB.
+        c.order = i as u32;
+    }
+    // Descending on (score, len_l, len_r), ties in token order: Python's stable
+    // sorted(..., reverse=True).
+    cuts.par_sort_unstable_by(|a, b| {
         b.score
             .total_cmp(&a.score)
             .then(b.len_l.cmp(&a.len_l))
             .then(b.len_r.cmp(&a.len_r))
+            .then(a.order.cmp(&b.order))
     });
     let mut map = bpe::merge_map(cuts.len());
     for (rank, c) in cuts.iter().enumerate() {
@@ -512,7 +536,14 @@ mod tests {
         let m = generate_merges(&vocab, &scores);
         let mut m: Vec<(u32, &str, &str, &str)> = m
             .iter()
-            .map(|(&(l, r), &(rank, merged))| (rank, tokens[l as usize], tokens[r as usize], tokens[merged as usize]))
+            .map(|(&(l, r), &(rank, merged))| {
+                (
+                    rank,
+                    tokens[l as usize],
+                    tokens[r as usize],
+                    tokens[merged as usize],
+                )
+            })
             .collect();
         m.sort();
         // "ab" (best score) first; "abc" splits as ab+c (longer left piece first) then a+bc; "bc" last.

@@ -323,7 +323,12 @@ mod tests {
 
     fn assemble_json(text: &str) -> Result<Vocab> {
         let tokenizer: Tokenizer = text.parse().expect("valid tokenizer.json");
-        Vocab::assemble(Pipeline::Hf(Box::new(tokenizer)), TokenSpelling::ByteLevel, None, &[])
+        Vocab::assemble(
+            Pipeline::Hf(Box::new(tokenizer)),
+            TokenSpelling::ByteLevel,
+            None,
+            &[],
+        )
     }
 
     /// The fuzz corpus's reproducer: an added token with id 2^32 - 2, for which tables sized by
