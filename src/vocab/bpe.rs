@@ -314,7 +314,7 @@ impl RankedBpe {
                     Some((uid, ulen)) => Some((uid, ulen + s.len())),
                     None => {
                         let uid = self.tokens.id(unk_token).ok_or_else(|| {
-                            format!("unk token `{unk_token}` not found in the vocabulary")
+                            format!("Unk token `{unk_token}` not found in the vocabulary")
                         })?;
                         Some((uid, s.len()))
                     }
