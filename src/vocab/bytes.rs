@@ -1,8 +1,6 @@
 //! How token strings spell raw bytes: GPT-2's byte-to-printable-character table and
 //! SentencePiece's `▁` / `<0xNN>` conventions.
 
-use std::collections::HashMap;
-
 /// GPT-2's table: byte `b` is written as `byte_to_unicode()[b]`. Printable Latin-1 bytes stand
 /// for themselves; the other 68 bytes are shifted to U+0100.. so that no token contains
 /// whitespace or control characters.
@@ -25,21 +23,37 @@ pub(crate) fn byte_to_unicode() -> [char; 256] {
     table
 }
 
+/// Every character of [`byte_to_unicode`] is below this code point.
+const TABLE_CHARS: usize = 0x200;
+
+/// Inverse of [`byte_to_unicode`], indexed by code point (an array, not a hash map: it is
+/// consulted for every character of every token when a vocabulary loads).
+pub(crate) struct UnicodeToByte([Option<u8>; TABLE_CHARS]);
+
+impl UnicodeToByte {
+    /// The byte `c` stands for, if `c` is in the table.
+    pub(crate) fn get(&self, c: char) -> Option<u8> {
+        self.0.get(c as usize).copied().flatten()
+    }
+}
+
 /// Inverse of [`byte_to_unicode`].
-pub(crate) fn unicode_to_byte() -> HashMap<char, u8> {
-    byte_to_unicode()
-        .iter()
-        .enumerate()
-        .map(|(b, &c)| (c, b as u8))
-        .collect()
+pub(crate) fn unicode_to_byte() -> UnicodeToByte {
+    let mut t = [None; TABLE_CHARS];
+    for (b, &c) in byte_to_unicode().iter().enumerate() {
+        if let Some(slot) = t.get_mut(c as usize) {
+            *slot = Some(b as u8);
+        }
+    }
+    UnicodeToByte(t)
 }
 
 /// Appends the bytes a byte-level token string stands for; characters outside the table (a
 /// mislabelled token) contribute their own UTF-8.
-pub(crate) fn byte_level_bytes(token: &str, table: &HashMap<char, u8>, out: &mut Vec<u8>) {
+pub(crate) fn byte_level_bytes(token: &str, table: &UnicodeToByte, out: &mut Vec<u8>) {
     for c in token.chars() {
-        match table.get(&c) {
-            Some(&b) => out.push(b),
+        match table.get(c) {
+            Some(b) => out.push(b),
             None => {
                 let mut buf = [0u8; 4];
                 out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
@@ -85,7 +99,12 @@ mod tests {
         assert_eq!(t[b'\n' as usize], 'Ċ');
         assert_eq!(t[b'a' as usize], 'a');
         assert_eq!(t[0xad], 'Ń');
-        assert_eq!(unicode_to_byte().len(), 256);
+        let inverse = unicode_to_byte();
+        for (b, &c) in t.iter().enumerate() {
+            assert_eq!(inverse.get(c), Some(b as u8), "{c:?}");
+        }
+        assert_eq!(inverse.0.iter().flatten().count(), 256);
+        assert_eq!(inverse.get('€'), None);
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! The pre-tokenizer of a byte-level vocabulary is named by `tokenizer.ggml.pre`; an unknown name
 //! is refused rather than guessed, since a wrong split rule silently changes token ids.
 
+use std::borrow::Cow;
+
 use rayon::prelude::*;
 use tokenizers::decoders::byte_fallback::ByteFallback;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
@@ -12,7 +14,6 @@ use tokenizers::decoders::fuse::Fuse;
 use tokenizers::decoders::sequence::Sequence as DecoderSequence;
 use tokenizers::decoders::strip::Strip;
 use tokenizers::decoders::DecoderWrapper;
-use tokenizers::models::bpe::{Vocab as BpeVocab, BPE};
 use tokenizers::normalizers::replace::Replace;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
@@ -21,9 +22,10 @@ use tokenizers::pre_tokenizers::sequence::Sequence as PreSequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::processors::template::TemplateProcessing;
-use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
+use tokenizers::{AddedToken, SplitDelimiterBehavior};
 
-use super::{bytes, merges, tok_err, TokenSpelling, Vocab};
+use super::bpe::{self, Fallback, MergeMap, RankedBpe, TokenTable};
+use super::{bytes, merges, tok_err, GgufTokenizer, Pipeline, TokenSpelling, Vocab};
 use crate::error::{Error, Result};
 use crate::loader::metadata::Metadata;
 
@@ -116,7 +118,7 @@ pub(crate) fn build(meta: &Metadata) -> Result<Vocab> {
     ] {
         eos.extend(id_key(key)?);
     }
-    Vocab::assemble(tokenizer, spelling, ids.bos, &eos)
+    Vocab::assemble(Pipeline::Gguf(Box::new(tokenizer)), spelling, ids.bos, &eos)
 }
 
 /// The special token ids a GGUF names.
@@ -133,31 +135,33 @@ fn byte_level(
     tokens: &[&str],
     types: &[i64],
     ids: &SpecialIds,
-) -> Result<Tokenizer> {
+) -> Result<GgufTokenizer> {
     let table = bytes::byte_to_unicode();
-    let alphabet: std::collections::HashSet<char> = table.iter().copied().collect();
-    let in_alphabet = |t: &str| t.chars().all(|c| alphabet.contains(&c));
+    let alphabet = bytes::unicode_to_byte();
+    let in_alphabet = |t: &str| t.chars().all(|c| alphabet.get(c).is_some());
     // A token written outside the byte alphabet (llama.cpp stores some added tokens as plain
     // UTF-8) is respelled through the table, as transformers does.
-    let mut vocab = BpeVocab::default();
-    vocab.reserve(tokens.len());
-    for (i, t) in tokens.iter().enumerate() {
-        let spelled = if in_alphabet(t) {
-            (*t).to_string()
-        } else {
-            t.bytes().map(|b| table[b as usize]).collect()
-        };
-        vocab.insert(spelled, i as u32);
-    }
+    let spelled: Vec<Cow<str>> = tokens
+        .iter()
+        .map(|t| {
+            if in_alphabet(t) {
+                Cow::Borrowed(*t)
+            } else {
+                Cow::Owned(t.bytes().map(|b| table[b as usize]).collect())
+            }
+        })
+        .collect();
+    let vocab = token_table(meta, &spelled)?;
+    drop(spelled);
     let merges = meta
         .str_array_opt("tokenizer.ggml.merges")?
         .ok_or_else(|| Error::format(&meta.source, "missing metadata key tokenizer.ggml.merges"))?;
-    let merges = merges
+    let pairs = merges
         .iter()
         .map(|m| {
             let mut parts = m.split(' ');
             match (parts.next(), parts.next(), parts.next()) {
-                (Some(a), Some(b), None) => Ok((a.to_string(), b.to_string())),
+                (Some(a), Some(b), None) => Ok((a, b)),
                 _ => Err(Error::format(
                     &meta.source,
                     format!("tokenizer.ggml.merges entry {m:?} is not two tokens"),
@@ -165,12 +169,16 @@ fn byte_level(
             }
         })
         .collect::<Result<Vec<_>>>()?;
-    check_merges(meta, &vocab, &merges)?;
-    let bpe = BPE::builder()
-        .vocab_and_merges(vocab, merges)
-        .build()
-        .map_err(|e| Error::format(&meta.source, format!("byte-level BPE vocabulary: {e}")))?;
-    let mut tokenizer = Tokenizer::new(bpe);
+    let merges = file_merges(meta, &vocab, &pairs)?;
+    let bpe = RankedBpe::new(
+        vocab,
+        merges,
+        Fallback {
+            byte_tokens: false,
+            unk: None,
+        },
+    );
+    let mut tokenizer = GgufTokenizer::new(bpe);
     let pre = meta.str_opt("tokenizer.ggml.pre")?.unwrap_or("default");
     tokenizer.with_pre_tokenizer(Some(byte_level_pre_tokenizer(pre).ok_or_else(|| {
         Error::Unsupported(format!(
@@ -209,14 +217,33 @@ fn byte_level(
     Ok(tokenizer)
 }
 
-/// Refuses merges the BPE builder cannot take (it panics when a merge's result is not a token).
-fn check_merges(meta: &Metadata, vocab: &BpeVocab, merges: &[(String, String)]) -> Result<()> {
-    merges::check(
-        |t| vocab.contains_key(t),
-        merges.iter().map(|(a, b)| (a.as_str(), b.as_str())),
-        0,
-    )
-    .map_err(|e| Error::format(&meta.source, format!("tokenizer.ggml.merges {e}")))
+/// Indexes the token strings, refusing a vocabulary whose text does not fit 32-bit offsets.
+fn token_table<S: AsRef<str>>(meta: &Metadata, tokens: &[S]) -> Result<TokenTable> {
+    TokenTable::new(tokens)
+        .ok_or_else(|| Error::format(&meta.source, "tokenizer.ggml.tokens exceeds 4 GiB of text"))
+}
+
+/// Ranks the file's merges by position (a repeated pair keeps its last rank, as in the dict
+/// `tokenizers` builds). A merge whose pieces or result are not tokens is refused, naming it.
+fn file_merges(meta: &Metadata, vocab: &TokenTable, pairs: &[(&str, &str)]) -> Result<MergeMap> {
+    let mut map = bpe::merge_map(pairs.len());
+    let mut merged = String::new();
+    for (rank, &(a, b)) in pairs.iter().enumerate() {
+        merged.clear();
+        merged.push_str(a);
+        merged.push_str(b);
+        let (Some(ai), Some(bi), Some(mi)) = (vocab.id(a), vocab.id(b), vocab.id(&merged)) else {
+            let err = merges::check(|t| vocab.id(t).is_some(), pairs.iter().copied(), 0)
+                .err()
+                .unwrap_or_else(|| format!("merge {rank} ({a:?} {b:?}) is not valid"));
+            return Err(Error::format(
+                &meta.source,
+                format!("tokenizer.ggml.merges {err}"),
+            ));
+        };
+        map.insert((ai, bi), (rank as u32, mi));
+    }
+    Ok(map)
 }
 
 /// The pre-tokenizer for a `tokenizer.ggml.pre` value, `None` if unknown.
@@ -252,39 +279,36 @@ fn byte_level_pre_tokenizer(pre: &str) -> Option<Result<PreTokenizerWrapper>> {
 
 /// SentencePiece-style BPE with byte fallback. GGUF stores no merges for these, so they are
 /// rebuilt from the vocabulary the way transformers does (see [`generate_merges`]).
-fn sentencepiece(meta: &Metadata, tokens: &[&str], ids: &SpecialIds) -> Result<Tokenizer> {
+fn sentencepiece(meta: &Metadata, tokens: &[&str], ids: &SpecialIds) -> Result<GgufTokenizer> {
     let arch = meta.str_opt("general.architecture")?.unwrap_or("");
     let gemma = matches!(arch, "gemma" | "gemma2" | "gemma3");
     // Gemma files store runs of spaces as real spaces; the tokenizer looks them up as `▁`s.
-    let spelled: Vec<String> = tokens
+    let spelled: Vec<Cow<str>> = tokens
         .iter()
         .map(|t| {
             if gemma && t.contains(' ') && t.trim().is_empty() {
-                "\u{2581}".repeat(t.chars().count())
+                Cow::Owned("\u{2581}".repeat(t.chars().count()))
             } else {
-                (*t).to_string()
+                Cow::Borrowed(*t)
             }
         })
         .collect();
-    let mut vocab = BpeVocab::default();
-    vocab.reserve(spelled.len());
-    for (i, t) in spelled.iter().enumerate() {
-        vocab.insert(t.clone(), i as u32);
-    }
+    let vocab = token_table(meta, &spelled)?;
     let merges = match meta.str_array_opt("tokenizer.ggml.merges")? {
-        Some(m) => m
-            .iter()
-            .map(|m| {
-                m.split_once(' ')
-                    .map(|(a, b)| (a.to_string(), b.to_string()))
-                    .ok_or_else(|| {
+        Some(m) => {
+            let pairs = m
+                .iter()
+                .map(|m| {
+                    m.split_once(' ').ok_or_else(|| {
                         Error::format(
                             &meta.source,
                             format!("tokenizer.ggml.merges entry {m:?} is not two tokens"),
                         )
                     })
-            })
-            .collect::<Result<Vec<_>>>()?,
+                })
+                .collect::<Result<Vec<_>>>()?;
+            file_merges(meta, &vocab, &pairs)?
+        }
         None => {
             // Gemma's scores do not follow its merge order, the file order does; elsewhere the
             // score is the rank.
@@ -308,22 +332,28 @@ fn sentencepiece(meta: &Metadata, tokens: &[&str], ids: &SpecialIds) -> Result<T
                 }
                 s
             };
-            generate_merges(&spelled, &vocab, &scores)
+            generate_merges(&vocab, &scores)
         }
     };
-    check_merges(meta, &vocab, &merges)?;
-    let mut builder = BPE::builder()
-        .vocab_and_merges(vocab, merges)
-        .byte_fallback(true)
-        .fuse_unk(true);
-    if gemma {
-        let unk = ids.unk.map(|i| tokens[i as usize]).unwrap_or("<unk>");
-        builder = builder.unk_token(unk.to_string());
-    }
-    let bpe = builder
-        .build()
-        .map_err(|e| Error::format(&meta.source, format!("SentencePiece BPE vocabulary: {e}")))?;
-    let mut tokenizer = Tokenizer::new(bpe);
+    let unk = if gemma {
+        Some(
+            ids.unk
+                .map(|i| tokens[i as usize])
+                .unwrap_or("<unk>")
+                .to_string(),
+        )
+    } else {
+        None
+    };
+    let bpe = RankedBpe::new(
+        vocab,
+        merges,
+        Fallback {
+            byte_tokens: true,
+            unk,
+        },
+    );
+    let mut tokenizer = GgufTokenizer::new(bpe);
     let mut decoders: Vec<DecoderWrapper> = vec![
         Replace::new("\u{2581}", " ").map_err(tok_err)?.into(),
         ByteFallback::new().into(),
@@ -362,14 +392,14 @@ fn sentencepiece(meta: &Metadata, tokens: &[&str], ids: &SpecialIds) -> Result<T
     let mut special: Vec<AddedToken> = [ids.bos, ids.eos, ids.unk, ids.pad]
         .into_iter()
         .flatten()
-        .map(|i| AddedToken::from(spelled[i as usize].clone(), true).normalized(false))
+        .map(|i| AddedToken::from(spelled[i as usize].to_string(), true).normalized(false))
         .collect();
     special.extend(
         spelled
             .iter()
             .zip(&types)
             .filter(|(_, &ty)| ty == TYPE_CONTROL)
-            .map(|(t, _)| AddedToken::from(t.clone(), true).normalized(false)),
+            .map(|(t, _)| AddedToken::from(t.to_string(), true).normalized(false)),
     );
     tokenizer.add_special_tokens(special).map_err(tok_err)?;
     let user: Vec<AddedToken> = tokens
@@ -384,53 +414,79 @@ fn sentencepiece(meta: &Metadata, tokens: &[&str], ids: &SpecialIds) -> Result<T
 
 /// Merges implied by a vocabulary: every way of cutting a token into two tokens, best token
 /// first (higher score), ties broken by longer left piece, then longer right piece, then by the
-/// ids of the pieces. This is transformers' `generate_merges`, so ids match its tokenizer.
-fn generate_merges(tokens: &[String], vocab: &BpeVocab, scores: &[f64]) -> Vec<(String, String)> {
-    struct Merge {
+/// ids of the pieces. This is transformers' `generate_merges`, so ids match its tokenizer; a pair
+/// listed twice keeps its last rank, as in the dict `tokenizers` builds from the list.
+fn generate_merges(vocab: &TokenTable, scores: &[f64]) -> MergeMap {
+    /// One cut, 32 bytes: a Gemma vocabulary has half a million of them.
+    struct Cut {
+        score: f64,
         l: u32,
         r: u32,
-        len_l: usize,
-        len_r: usize,
-        score: f64,
+        /// Id the concatenation maps to (the token itself, or its last repeat).
+        merged: u32,
+        len_l: u32,
+        len_r: u32,
+        /// Position in token order, the final tie-break (keeps the sort stable without the
+        /// extra buffer a stable parallel sort allocates).
+        order: u32,
     }
     // Each token's cuts are independent, so they are found in parallel; rayon's collect keeps
-    // token order and its sort is stable, so the result is the sequential one.
-    let mut merges: Vec<Merge> = tokens
-        .par_iter()
-        .zip(scores.par_iter())
-        .flat_map_iter(|(token, &score)| {
+    // token order, which the sort below uses as its last tie-break.
+    let mut cuts: Vec<Cut> = (0..vocab.len() as u32)
+        .into_par_iter()
+        .flat_map_iter(|id| {
+            let token = vocab.get(id).unwrap_or_default();
+            let score = scores.get(id as usize).copied().unwrap_or(0.0);
             let n_chars = token.chars().count();
-            let mut local: Vec<Merge> = token
-                .char_indices()
-                .enumerate()
-                .skip(1)
-                .filter_map(|(k, (at, _))| {
-                    let (l, r) = token.split_at(at);
-                    let (&li, &ri) = (vocab.get(l)?, vocab.get(r)?);
-                    Some(Merge {
-                        l: li,
-                        r: ri,
-                        len_l: k,
-                        len_r: n_chars - k,
-                        score,
-                    })
-                })
-                .collect();
+            let merged = vocab.id(token).unwrap_or(id);
+            // Token text is below 4 GiB in all (TokenTable checks), so counts fit in u32.
+            let count = |n: usize| n as u32;
+            let mut local: Vec<Cut> = Vec::new();
+            // Left pieces are prefixes, so their keys are built up in one pass over the token.
+            let mut h = bpe::FNV_OFFSET;
+            let mut hashed = 0;
+            for (k, (at, _)) in token.char_indices().enumerate().skip(1) {
+                h = bpe::fnv(h, &token.as_bytes()[hashed..at]);
+                hashed = at;
+                let (l, r) = token.split_at(at);
+                let Some(li) = vocab.id_keyed(l, bpe::key_from(h, l.len())) else {
+                    continue;
+                };
+                let Some(ri) = vocab.id(r) else {
+                    continue;
+                };
+                local.push(Cut {
+                    score,
+                    l: li,
+                    r: ri,
+                    merged,
+                    len_l: count(k),
+                    len_r: count(n_chars - k),
+                    order: 0,
+                });
+            }
             local.sort_by_key(|m| (m.l, m.r));
             local
         })
         .collect();
-    // Stable sort, descending on (score, len_l, len_r), as Python's sorted(..., reverse=True).
-    merges.par_sort_by(|a, b| {
+    for (i, c) in cuts.iter_mut().enumerate() {
+        // Fewer cuts than bytes of token text, which is below 4 GiB.
+        c.order = i as u32;
+    }
+    // Descending on (score, len_l, len_r), ties in token order: Python's stable
+    // sorted(..., reverse=True).
+    cuts.par_sort_unstable_by(|a, b| {
         b.score
             .total_cmp(&a.score)
             .then(b.len_l.cmp(&a.len_l))
             .then(b.len_r.cmp(&a.len_r))
+            .then(a.order.cmp(&b.order))
     });
-    merges
-        .par_iter()
-        .map(|m| (tokens[m.l as usize].clone(), tokens[m.r as usize].clone()))
-        .collect()
+    let mut map = bpe::merge_map(cuts.len());
+    for (rank, c) in cuts.iter().enumerate() {
+        map.insert((c.l, c.r), (rank as u32, c.merged));
+    }
+    map
 }
 
 /// A post-processor that adds `bos` in front and `eos` behind, when given.
@@ -474,20 +530,32 @@ mod tests {
 
     #[test]
     fn generated_merges_rank_better_tokens_first() {
-        let tokens: Vec<String> = ["a", "b", "c", "ab", "abc", "bc"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let vocab: BpeVocab = tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.clone(), i as u32))
-            .collect();
+        let tokens = ["a", "b", "c", "ab", "abc", "bc"];
+        let vocab = TokenTable::new(&tokens).unwrap();
         let scores = [0.0, 0.0, 0.0, -1.0, -2.0, -3.0];
-        let m = generate_merges(&tokens, &vocab, &scores);
-        let m: Vec<(&str, &str)> = m.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let m = generate_merges(&vocab, &scores);
+        let mut m: Vec<(u32, &str, &str, &str)> = m
+            .iter()
+            .map(|(&(l, r), &(rank, merged))| {
+                (
+                    rank,
+                    tokens[l as usize],
+                    tokens[r as usize],
+                    tokens[merged as usize],
+                )
+            })
+            .collect();
+        m.sort();
         // "ab" (best score) first; "abc" splits as ab+c (longer left piece first) then a+bc; "bc" last.
-        assert_eq!(m, vec![("a", "b"), ("ab", "c"), ("a", "bc"), ("b", "c")]);
+        assert_eq!(
+            m,
+            vec![
+                (0, "a", "b", "ab"),
+                (1, "ab", "c", "abc"),
+                (2, "a", "bc", "abc"),
+                (3, "b", "c", "bc")
+            ]
+        );
     }
 
     /// The fuzz corpus's reproducer: merges "a b" with no "ab" token, on which tokenizers 0.23's

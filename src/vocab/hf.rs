@@ -6,7 +6,7 @@ use std::path::Path;
 use serde_json::Value;
 use tokenizers::Tokenizer;
 
-use super::{merges, tok_err, TokenSpelling, Vocab};
+use super::{merges, tok_err, Pipeline, TokenSpelling, Vocab};
 use crate::error::{Error, Result};
 
 /// Reads `dir/name` as JSON, `None` when the file does not exist.
@@ -100,7 +100,7 @@ pub(crate) fn build(dir: &Path) -> Result<Vocab> {
     } else {
         TokenSpelling::SentencePiece
     };
-    Vocab::assemble(tokenizer, spelling, bos, &eos)
+    Vocab::assemble(Pipeline::Hf(Box::new(tokenizer)), spelling, bos, &eos)
 }
 
 #[cfg(test)]
