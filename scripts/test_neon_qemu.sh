@@ -17,13 +17,18 @@ BUILD=${EDGELLM_BUILD_DIR:-$ROOT/build}/neon
 RUSTC=/usr/bin/rustc
 QEMU=qemu-aarch64-static
 SYSROOT=/usr/aarch64-linux-gnu
-PKGS=(rustc libstd-rust-dev:arm64 gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static)
 step() { echo; echo "==> $*"; }
 t0=$(date +%s)
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 
-step "aarch64 toolchain (Debian rustc + libstd-rust-dev:arm64, cross gcc, qemu-user-static)"
+# Debian's rustc (1.63 on bookworm) by default; where the newer rustc-web (which replaces it at
+# /usr/bin/rustc) is already installed, its own aarch64 standard library instead of swapping it out.
+RUST_PKGS=(rustc libstd-rust-dev:arm64)
+if installed rustc-web; then RUST_PKGS=(rustc-web libstd-rust-web-dev:arm64); fi
+PKGS=("${RUST_PKGS[@]}" gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static)
+
+step "aarch64 toolchain (${PKGS[*]})"
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then
   for p in "${PKGS[@]}"; do installed "$p" || missing+=("$p"); done
@@ -39,14 +44,14 @@ if ((${#missing[@]})); then
     echo "############################################################################" >&2
     exit 0
   fi
-  SUDO=()
-  if [ "$(id -u)" -ne 0 ]; then SUDO=(sudo); fi
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
   echo "installing: ${missing[*]}"
   if ! dpkg --print-foreign-architectures | grep -qx arm64; then
-    "${SUDO[@]}" dpkg --add-architecture arm64
+    $SUDO dpkg --add-architecture arm64
   fi
-  "${SUDO[@]}" apt-get update -q
-  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+  $SUDO apt-get update -q
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 else
   echo "all present"
 fi
