@@ -9,6 +9,7 @@
  * Prints one line per failed check and closes with "N passed, N failed". */
 #include "edgellm.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -230,6 +231,14 @@ static void test_bad_model_files(const char *tiny_model) {
     params.backend = 77;
     CHECK_STATUS(edgellm_runtime_create(tiny_model, &params, &rt), EDGELLM_ERR_INVALID_ARGUMENT);
     CHECK(contains(edgellm_last_error(), "backend"));
+
+    /* A caller compiled against 0.1 (whose struct ended with seed) is still served. */
+    params = edgellm_runtime_default_params();
+    params.struct_size = (uint32_t)offsetof(edgellm_runtime_params, exact_math);
+    params.exact_math = 77; /* beyond the old struct: must be ignored */
+    CHECK_STATUS(edgellm_runtime_create(tiny_model, &params, &rt), EDGELLM_OK);
+    edgellm_runtime_destroy(rt);
+    rt = NULL;
 
     /* Not GGUF at all. */
     const unsigned char not_gguf[] = "this is not a model file";
