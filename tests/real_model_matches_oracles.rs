@@ -29,8 +29,13 @@ use serde_json::Value;
 const TOL_A_FLOOR: f32 = 0.02;
 const TOL_A_NOISE_FACTOR: f32 = 50.0;
 const MIN_MARGIN: f32 = 0.5;
-/// How much further from float32 (A) the fast path may be than llama.cpp (B) is.
-const FAST_VS_B_FACTOR: f32 = 1.5;
+/// How much further from float32 (A) the fast path may be than llama.cpp (B) is. Rounding
+/// activations to int8 is discontinuous: a last-bit change in a sum (another kernel set's
+/// addition order) can move a value across a rounding boundary, a jump of a whole step (1/127 of
+/// the block maximum, and SmolLM2 has blocks holding values in the thousands). Measured over the
+/// goldens' prompts and the scalar, AVX2 and AVX-512 sets: 0.19-0.59 from A where B is 0.32-0.71;
+/// 3x leaves room for that scatter while a broken kernel (errors of whole logits) still fails.
+const FAST_VS_B_FACTOR: f32 = 3.0;
 
 fn golden(key: &str) -> Value {
     let p = common::fixtures().join(format!("real/{key}.json"));

@@ -48,6 +48,10 @@ pub trait Backend: Send + Sync {
     fn read_row(&self, x: &Self::Act, row: usize) -> Result<Vec<f32>>;
     /// Copies all rows back to the host, row-major.
     fn read_all(&self, x: &Self::Act) -> Result<Vec<f32>>;
+    /// Moves all rows to the host, row-major (no copy where the buffer already is host memory).
+    fn into_host(&self, x: Self::Act) -> Result<Vec<f32>> {
+        self.read_all(&x)
+    }
     /// Copies row `row` of `x` into the single-row buffer `out`.
     fn copy_row(&self, x: &Self::Act, row: usize, out: &mut Self::Act) -> Result<()>;
     /// KV storage for `n_layers` layers of `kv_dim`-wide keys and values, growing up to

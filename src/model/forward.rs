@@ -104,6 +104,9 @@ pub fn forward<B: Backend>(
     if let Some(cap) = cfg.final_softcap {
         b.softcap(&mut logits, cap)?;
     }
-    let all = b.read_all(&logits)?;
+    let all = b.into_host(logits)?;
+    if m == 1 {
+        return Ok(vec![all]);
+    }
     Ok(all.chunks_exact(cfg.vocab).map(|r| r.to_vec()).collect())
 }

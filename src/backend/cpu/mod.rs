@@ -64,8 +64,14 @@ impl CpuBackend {
     /// A backend running on `threads` threads (the caller included), with int8 activations and an
     /// f16 KV cache, or f32 for both when `exact`.
     pub fn new(threads: usize, exact: bool) -> Result<CpuBackend> {
+        Self::with_kernels(threads, exact, simd::active())
+    }
+
+    /// As [`CpuBackend::new`] with the SIMD kernel set forced (unavailable sets fall back to the
+    /// scalar reference op by op), for tests that compare the sets.
+    pub fn with_kernels(threads: usize, exact: bool, kernels: KernelSet) -> Result<CpuBackend> {
         let pool = Pool::new(threads).map_err(|e| Error::Backend(format!("cannot start {threads} CPU threads: {e}")))?;
-        Ok(CpuBackend { pool: Arc::new(pool), kernels: simd::active(), exact })
+        Ok(CpuBackend { pool: Arc::new(pool), kernels, exact })
     }
 
     /// The SIMD kernel set in use.
@@ -123,6 +129,10 @@ impl Backend for CpuBackend {
 
     fn read_all(&self, x: &CpuAct) -> Result<Vec<f32>> {
         Ok(x.data.clone())
+    }
+
+    fn into_host(&self, x: CpuAct) -> Result<Vec<f32>> {
+        Ok(x.data)
     }
 
     fn copy_row(&self, x: &CpuAct, row: usize, out: &mut CpuAct) -> Result<()> {
