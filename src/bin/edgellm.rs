@@ -55,7 +55,7 @@ commands:
   logits      --model PATH (--prompt-ids 1,2,3 | --text TEXT) [--all-positions] [--top K] [--json]
   perplexity  --model PATH --file TEXT_FILE [--ctx N] [--stride N] [--chunks N] [--json]
   info        --model PATH [--json]
-  bench       --model PATH [--prompt-tokens N] [--gen-tokens N] [--reps N] [--json]
+  bench       --model PATH [-p N] [-n N] [--tg-prompt N] [-r N] [-t N] [--membw] [--json] | --membw
   help        print this text
 
 options every model command accepts:
@@ -122,7 +122,11 @@ pub fn runtime_params(p: &args::Parsed, ctx_default: usize) -> Result<RuntimePar
     let exact_math = match p.opt("math").unwrap_or("fast") {
         "fast" => false,
         "exact" => true,
-        other => return Err(CliError::Usage(format!("--math must be fast or exact, not {other:?}"))),
+        other => {
+            return Err(CliError::Usage(format!(
+                "--math must be fast or exact, not {other:?}"
+            )))
+        }
     };
     Ok(RuntimeParams {
         threads: p.parsed_or("threads", 0usize)?,
