@@ -122,11 +122,7 @@ pub fn runtime_params(p: &args::Parsed, ctx_default: usize) -> Result<RuntimePar
     let exact_math = match p.opt("math").unwrap_or("fast") {
         "fast" => false,
         "exact" => true,
-        other => {
-            return Err(CliError::Usage(format!(
-                "--math must be fast or exact, not {other:?}"
-            )))
-        }
+        other => return Err(CliError::Usage(format!("--math must be fast or exact, not {other:?}"))),
     };
     Ok(RuntimeParams {
         threads: p.parsed_or("threads", 0usize)?,
