@@ -4,10 +4,12 @@
 # bandwidth floor, load time and RSS against the memory target (see benches/compare_llamacpp.py).
 #
 #   benches/compare_llamacpp.sh [--threads 1,2] [--reps 5] [--models "smollm2 gemma3" | PATH...]
-#                               [-p 512] [-n 128] [--tg-prompt 128] [--json-out FILE]
+#                               [-p 512] [-n 128] [--tg-prompt 128] [--json-out FILE] [--no-build]
 #
 # --models takes model names (smollm2, gemma3, or a file name in the model folder) or paths;
-# default both models, fetched with scripts/fetch_models.sh when missing.
+# default both models, fetched with scripts/fetch_models.sh when missing. --no-build uses the
+# release binary already built (cargo build recompiles the crate each time while build.rs watches
+# a `kernels` folder that does not exist yet, which costs minutes on a slow machine).
 #
 # Python: EDGELLM_BENCH_PYTHON if set (it must import llama_cpp and numpy), else the venv
 # ~/.cache/edgellm/bench-venv, created once with `pip install llama-cpp-python numpy` (a source
@@ -23,11 +25,13 @@ cd "$(dirname "$0")/.."
 MODEL_DIR="${EDGELLM_MODEL_DIR:-$HOME/.cache/edgellm/models}"
 MODELS="smollm2 gemma3"
 PASS=()
+BUILD=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --models) MODELS="$2"; shift 2 ;;
         --models=*) MODELS="${1#--models=}"; shift ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        --no-build) BUILD=0; shift ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
         *) PASS+=("$1"); shift ;;
     esac
 done
@@ -52,8 +56,10 @@ for m in $MODELS; do
     MODEL_ARGS+=(--model "$f")
 done
 
-cargo build --release -j"${EDGELLM_BUILD_JOBS:-2}" --bin edgellm >&2
 BIN="${CARGO_TARGET_DIR:-target}/release/edgellm"
+if [ "$BUILD" = 1 ] || [ ! -x "$BIN" ]; then
+    cargo build --release -j"${EDGELLM_BUILD_JOBS:-2}" --bin edgellm >&2
+fi
 
 # Loads the first model and decodes a few tokens: a crash here is the AMX problem, not a slow run.
 smoke() {
