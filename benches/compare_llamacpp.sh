@@ -8,8 +8,7 @@
 #
 # --models takes model names (smollm2, gemma3, or a file name in the model folder) or paths;
 # default both models, fetched with scripts/fetch_models.sh when missing. --no-build uses the
-# release binary already built (cargo build recompiles the crate each time while build.rs watches
-# a `kernels` folder that does not exist yet, which costs minutes on a slow machine).
+# release binary already built instead of running `cargo build --release` first.
 #
 # Python: EDGELLM_BENCH_PYTHON if set (it must import llama_cpp and numpy), else the venv
 # ~/.cache/edgellm/bench-venv, created once with `pip install llama-cpp-python numpy` (a source
@@ -31,7 +30,7 @@ while [ $# -gt 0 ]; do
         --models) MODELS="$2"; shift 2 ;;
         --models=*) MODELS="${1#--models=}"; shift ;;
         --no-build) BUILD=0; shift ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         *) PASS+=("$1"); shift ;;
     esac
 done

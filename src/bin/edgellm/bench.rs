@@ -17,6 +17,7 @@ use edgellm::runtime::{GenerationOutput, GenerationRequest, PromptInput, Runtime
 use crate::args::{self, Spec};
 use crate::{CliError, CliResult};
 
+/// Options `edgellm bench` accepts.
 const SPEC: Spec = Spec {
     flags: &["json", "membw"],
     options: &[
@@ -335,10 +336,12 @@ fn vm_kib(field: &str) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Bytes as MiB with two decimals.
 fn mib(b: u64) -> String {
     format!("{:.2} MiB", b as f64 / (1u64 << 20) as f64)
 }
 
+/// Like [`mib`], `n/a` when not measured.
 fn opt_mib(b: Option<u64>) -> String {
     b.map(mib).unwrap_or_else(|| "n/a".into())
 }
@@ -357,6 +360,7 @@ fn floor_tps(bw: &Bandwidth, weight_bytes: u64) -> f64 {
     bw.bytes_per_s / weight_bytes.max(1) as f64
 }
 
+/// The llama-bench-style table and the load, memory and bandwidth lines under it.
 fn report_text(r: &Report, cfg: &Config, bw: Option<&Bandwidth>) -> String {
     let mut rows = Vec::new();
     if let Some(s) = Stats::of(&r.pp_tps) {
@@ -424,6 +428,7 @@ fn report_text(r: &Report, cfg: &Config, bw: Option<&Bandwidth>) -> String {
     out
 }
 
+/// `{min, median, max}`, or null when the test did not run.
 fn stats_json(s: Option<Stats>) -> serde_json::Value {
     match s {
         Some(s) => serde_json::json!({"min": s.min, "median": s.median, "max": s.max}),
@@ -431,6 +436,7 @@ fn stats_json(s: Option<Stats>) -> serde_json::Value {
     }
 }
 
+/// Every measurement as one JSON object (what benches/compare_llamacpp.py reads).
 fn report_json(r: &Report, cfg: &Config, bw: Option<&Bandwidth>) -> serde_json::Value {
     let tg = Stats::of(&r.tg_tps);
     let floor = bw.map(|b| floor_tps(b, r.weight_bytes));
@@ -545,6 +551,7 @@ fn sum_words(s: &[u64]) -> u64 {
     acc.iter().fold(tail, |a, w| a.wrapping_add(*w))
 }
 
+/// Prints the probe's result alone (`edgellm bench --membw`).
 fn print_membw(bw: &Bandwidth, json: bool) -> CliResult {
     if json {
         let v = serde_json::json!({
