@@ -1,39 +1,15 @@
 #!/usr/bin/env bash
 # Benchmarks `edgellm bench` against llama.cpp (llama-cpp-python) on the default model and Gemma 3
-# 270M in one run, same threads and prompt, and prints a table (see scripts/bench.py).
+# 270M in one run: a thin wrapper of benches/compare_llamacpp.sh, which takes the same options:
 #
-#   scripts/bench.sh [--threads N] [--prompt-tokens 128] [--gen-tokens 64] [--reps 3] [--json-out F]
+#   scripts/bench.sh [--threads 1,2] [--reps 5] [-p 512] [-n 128] [--tg-prompt 128] [--json-out F]
+#
+# Choose --threads no larger than the number of idle cores: llama.cpp's OpenMP threads busy-wait,
+# and when they must share cores with other work its speed collapses (on a shared 2-core machine
+# we measured SmolLM2 decode fall from 140 tok/s at 1 thread to 2 tok/s at 2 threads), which makes
+# the ratio meaningless. The table header shows the load average at the start and end of each run.
 #
 # EDGELLM_BENCH_PYTHON: a python that has llama_cpp (else a venv in ~/.cache/edgellm/bench-venv is
 # created and `pip install llama-cpp-python numpy` run once). EDGELLM_MODEL_DIR: model folder.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-
-cargo build --release -j"${EDGELLM_BUILD_JOBS:-2}" --bin edgellm
-BIN="${CARGO_TARGET_DIR:-target}/release/edgellm"
-
-PY="${EDGELLM_BENCH_PYTHON:-}"
-if [ -z "$PY" ]; then
-    VENV="$HOME/.cache/edgellm/bench-venv"
-    if ! "$VENV/bin/python" -c "import llama_cpp, numpy" 2>/dev/null; then
-        echo "installing llama-cpp-python into $VENV (once) ..." >&2
-        python3 -m venv "$VENV"
-        "$VENV/bin/pip" install --quiet llama-cpp-python numpy
-    fi
-    PY="$VENV/bin/python"
-fi
-
-MODELS="${EDGELLM_MODEL_DIR:-$HOME/.cache/edgellm/models}"
-ARGS=()
-for m in SmolLM2-135M-Instruct.Q4_1.gguf gemma-3-270m-q4_k_m.gguf; do
-    if [ -f "$MODELS/$m" ]; then
-        ARGS+=(--model "$MODELS/$m")
-    else
-        echo "skipping $m: not in $MODELS (run scripts/fetch_models.sh)" >&2
-    fi
-done
-if [ ${#ARGS[@]} -eq 0 ]; then
-    echo "error: no models found in $MODELS" >&2
-    exit 1
-fi
-exec "$PY" scripts/bench.py --edgellm "$BIN" "${ARGS[@]}" "$@"
+exec "$(dirname "$0")/../benches/compare_llamacpp.sh" "$@"

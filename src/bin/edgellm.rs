@@ -55,7 +55,7 @@ commands:
   logits      --model PATH (--prompt-ids 1,2,3 | --text TEXT) [--all-positions] [--top K] [--json]
   perplexity  --model PATH --file TEXT_FILE [--ctx N] [--stride N] [--chunks N] [--json]
   info        --model PATH [--json]
-  bench       --model PATH [--prompt-tokens N] [--gen-tokens N] [--reps N] [--json]
+  bench       --model PATH [-p N] [-n N] [--tg-prompt N] [-r N] [-t N] [--membw] [--json] | --membw
   help        print this text
 
 options every model command accepts:

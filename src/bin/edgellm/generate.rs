@@ -91,17 +91,27 @@ pub fn run(argv: &[String]) -> CliResult {
 fn build_request(p: &args::Parsed) -> Result<GenerationRequest, CliError> {
     let raw = p.flag("raw");
     if raw && p.flag("chat") {
-        return Err(CliError::Usage("--raw and --chat contradict each other".into()));
+        return Err(CliError::Usage(
+            "--raw and --chat contradict each other".into(),
+        ));
     }
     if p.flag("chat") && p.opt("prompt-ids").is_some() {
-        return Err(CliError::Usage("--chat cannot template --prompt-ids; give --prompt instead".into()));
+        return Err(CliError::Usage(
+            "--chat cannot template --prompt-ids; give --prompt instead".into(),
+        ));
     }
     let system = p.opt("system");
     let messages_file = p.opt("messages-file").or(p.opt("messages-json"));
-    let sources = ["prompt", "prompt-file", "prompt-ids", "messages-json", "messages-file"]
-        .iter()
-        .filter(|n| p.opt(n).is_some())
-        .count();
+    let sources = [
+        "prompt",
+        "prompt-file",
+        "prompt-ids",
+        "messages-json",
+        "messages-file",
+    ]
+    .iter()
+    .filter(|n| p.opt(n).is_some())
+    .count();
     if sources != 1 {
         return Err(CliError::Usage(
             "give exactly one of --prompt, --prompt-file, --prompt-ids, --messages-file".into(),

@@ -30,14 +30,21 @@ const INFO: Spec = Spec {
 /// Runs `edgellm tokenize`: ids on one line, or one `id<TAB>"piece"` per line with `--pieces`.
 pub fn tokenize(argv: &[String]) -> CliResult {
     let p = args::parse(argv, &TOKENIZE)?;
-    let given = [p.opt("text").is_some(), p.opt("text-file").is_some(), !p.positional.is_empty()];
+    let given = [
+        p.opt("text").is_some(),
+        p.opt("text-file").is_some(),
+        !p.positional.is_empty(),
+    ];
     if given.iter().filter(|&&g| g).count() != 1 || p.positional.len() > 1 {
         return Err(CliError::Usage(
-            "tokenize takes exactly one of --text TEXT, --text-file FILE or one TEXT argument".into(),
+            "tokenize takes exactly one of --text TEXT, --text-file FILE or one TEXT argument"
+                .into(),
         ));
     }
     if p.flag("add-special") && p.flag("no-special") {
-        return Err(CliError::Usage("--add-special and --no-special contradict each other".into()));
+        return Err(CliError::Usage(
+            "--add-special and --no-special contradict each other".into(),
+        ));
     }
     let text = match (p.opt("text"), p.opt("text-file")) {
         (Some(t), _) => t.to_string(),
@@ -48,7 +55,10 @@ pub fn tokenize(argv: &[String]) -> CliResult {
     let ids = if p.flag("chat") {
         // The prompt a chat request would feed: the text as a user turn, rendered with the
         // model's template (which writes its own special tokens).
-        let m = [edgellm::runtime::Message { role: "user".into(), content: text }];
+        let m = [edgellm::runtime::Message {
+            role: "user".into(),
+            content: text,
+        }];
         let rendered = rt.apply_chat_template(&m, true, None)?;
         rt.tokenize(&rendered, false)?
     } else {
@@ -112,7 +122,9 @@ pub fn logits(argv: &[String]) -> CliResult {
     let all = p.flag("all") || p.flag("all-positions");
     let ids_arg = p.opt("prompt-ids").or(p.opt("ids"));
     if p.opt("prompt-ids").is_some() && p.opt("ids").is_some() {
-        return Err(CliError::Usage("give --prompt-ids or --ids, not both".into()));
+        return Err(CliError::Usage(
+            "give --prompt-ids or --ids, not both".into(),
+        ));
     }
     let ids_opt = ids_arg.map(|s| args::parse_ids(&[s])).transpose()?;
     if ids_opt.is_some() == p.opt("text").is_some() {
@@ -133,12 +145,17 @@ pub fn logits(argv: &[String]) -> CliResult {
         let positions: Vec<serde_json::Value> = rows
             .iter()
             .map(|row| {
-                let top: Vec<serde_json::Value> =
-                    top_n(row, top).into_iter().map(|(id, logit)| serde_json::json!({"id": id, "logit": logit})).collect();
+                let top: Vec<serde_json::Value> = top_n(row, top)
+                    .into_iter()
+                    .map(|(id, logit)| serde_json::json!({"id": id, "logit": logit}))
+                    .collect();
                 serde_json::json!({ "top": top })
             })
             .collect();
-        return crate::out(&format!("{}\n", serde_json::json!({ "positions": positions })));
+        return crate::out(&format!(
+            "{}\n",
+            serde_json::json!({ "positions": positions })
+        ));
     }
     // Without --all the runtime returns the last position only.
     let first_pos = ids.len() - rows.len();
