@@ -6,6 +6,7 @@
 use std::cell::RefCell;
 
 use super::kv::{KvRows, LayerKv};
+use super::ops::exp_approx;
 use crate::backend::AttentionShape;
 use crate::ffi::pool::{Pool, Split};
 use crate::ffi::simd::{float, KernelSet};
@@ -14,19 +15,19 @@ use crate::ffi::simd::{float, KernelSet};
 /// once and then used by all of them.
 const QUERIES_PER_TASK: usize = 16;
 
-/// Per-thread buffers of the prefill kernel.
+/// Per-thread buffers of a prefill task.
 #[derive(Default)]
 struct Scratch {
     scores: Vec<f32>,
-    keys_t: Vec<f32>,
-    vals: Vec<f32>,
-    row: Vec<f32>,
     out: Vec<f32>,
 }
 
 thread_local! {
     static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+    /// The calling thread's f32 copy of the keys (transposed) and values a prefill sees.
+    static KV_F32: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static ROW: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Row `j` of `rows` (offset `at`, `hd` wide) as f32 in `buf`.
@@ -48,75 +49,91 @@ fn first_key(p: usize, window: Option<usize>) -> usize {
     }
 }
 
-/// Prefill attention: tasks of (block of query rows, head). The block's keys are converted to
-/// f32 once and transposed, so scores are one small matrix product (queries x keys), and the
-/// values likewise (weights x values), both by the register-tiled `float::gemm_f32`.
+/// Prefill attention: the keys and values every query may see are converted to f32 once per
+/// call (keys transposed), then tasks of (block of query rows, head) compute their scores and
+/// weighted values as two register-tiled products (`float::gemm_f32`).
 fn attention_blocked(pool: &Pool, k: KernelSet, q: &[f32], kv: LayerKv<'_>, positions: &[usize], s: AttentionShape, out: &mut [f32]) {
     let hd = s.head_dim;
     let qd = s.n_heads * hd;
     let group = s.n_heads / s.n_kv_heads;
     let LayerKv { keys, values, kv_dim } = kv;
     let n = positions.len();
-    pool.tiles_mut(out, qd, Split { len: n, chunk: QUERIES_PER_TASK }, Split { len: qd, chunk: hd }, |tile| {
-        let h = tile.cols.start / hd;
-        let off = (h / group) * hd;
-        let rows = tile.rows.clone();
-        let m = rows.len();
-        let lo = rows.clone().map(|t| first_key(positions[t], s.window)).min().unwrap_or(0);
-        let hi = rows.clone().map(|t| positions[t]).max().unwrap_or(0);
-        let span = hi + 1 - lo;
-        SCRATCH.with(|sc| {
-            let mut sc = sc.borrow_mut();
-            let Scratch { scores, keys_t, vals, row, out: obuf } = &mut *sc;
-            row.resize(hd, 0.0);
-            keys_t.resize(hd * span, 0.0);
-            vals.resize(span * hd, 0.0);
-            for j in lo..=hi {
-                let kj = row_f32(k, keys, j * kv_dim + off, hd, row);
-                for (d, &v) in kj.iter().enumerate() {
-                    keys_t[d * span + (j - lo)] = v;
-                }
-                let vj = row_f32(k, values, j * kv_dim + off, hd, row);
-                vals[(j - lo) * hd..(j - lo + 1) * hd].copy_from_slice(vj);
-            }
-            scores.clear();
-            scores.resize(m * span, 0.0);
-            let a = &q[rows.start * qd + h * hd..];
-            let g = float::GemmShape { m, n: span, k: hd, lda: qd, ldb: span, ldc: span };
-            float::gemm_f32(k, g, a, keys_t, scores);
-            for (i, t) in rows.clone().enumerate() {
-                let p = positions[t];
-                let first = first_key(p, s.window);
-                let row = &mut scores[i * span..(i + 1) * span];
-                let mut max = f32::NEG_INFINITY;
-                for (jj, v) in row.iter_mut().enumerate() {
-                    let j = lo + jj;
-                    if j > p || j < first {
-                        *v = f32::NEG_INFINITY;
-                        continue;
+    let lo_all = positions.iter().map(|&p| first_key(p, s.window)).min().unwrap_or(0);
+    let hi_all = positions.iter().copied().max().unwrap_or(0);
+    let span_all = hi_all + 1 - lo_all;
+    // Per kv head: keys transposed [hd x span_all], then values [span_all x hd].
+    let per_head = 2 * hd * span_all;
+    KV_F32.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        buf.resize(s.n_kv_heads * per_head, 0.0);
+        pool.chunks_mut(&mut buf, per_head, |kvh, part| {
+            let (kt, vals) = part.split_at_mut(hd * span_all);
+            let off = kvh * hd;
+            ROW.with(|row| {
+                let mut row = row.borrow_mut();
+                row.resize(hd, 0.0);
+                for j in lo_all..=hi_all {
+                    let kj = row_f32(k, keys, j * kv_dim + off, hd, &mut row);
+                    for (d, &v) in kj.iter().enumerate() {
+                        kt[d * span_all + (j - lo_all)] = v;
                     }
-                    *v *= s.scale;
-                    if let Some(cap) = s.softcap {
-                        *v = (*v / cap).tanh() * cap;
+                    let vj = row_f32(k, values, j * kv_dim + off, hd, &mut row);
+                    vals[(j - lo_all) * hd..(j - lo_all + 1) * hd].copy_from_slice(vj);
+                }
+            })
+        });
+        let buf = &*buf;
+        pool.tiles_mut(out, qd, Split { len: n, chunk: QUERIES_PER_TASK }, Split { len: qd, chunk: hd }, |tile| {
+            let h = tile.cols.start / hd;
+            let head = &buf[(h / group) * per_head..(h / group + 1) * per_head];
+            let (kt, vals) = head.split_at(hd * span_all);
+            let rows = tile.rows.clone();
+            let m = rows.len();
+            let lo = rows.clone().map(|t| first_key(positions[t], s.window)).min().unwrap_or(0);
+            let hi = rows.clone().map(|t| positions[t]).max().unwrap_or(0);
+            let span = hi + 1 - lo;
+            SCRATCH.with(|sc| {
+                let mut sc = sc.borrow_mut();
+                let Scratch { scores, out: obuf } = &mut *sc;
+                scores.clear();
+                scores.resize(m * span, 0.0);
+                let a = &q[rows.start * qd + h * hd..];
+                let g = float::GemmShape { m, n: span, k: hd, lda: qd, ldb: span_all, ldc: span };
+                float::gemm_f32(k, g, a, &kt[lo - lo_all..], scores);
+                for (i, t) in rows.clone().enumerate() {
+                    let p = positions[t];
+                    let first = first_key(p, s.window);
+                    let row = &mut scores[i * span..(i + 1) * span];
+                    let mut max = f32::NEG_INFINITY;
+                    for (jj, v) in row.iter_mut().enumerate() {
+                        let j = lo + jj;
+                        if j > p || j < first {
+                            *v = f32::NEG_INFINITY;
+                            continue;
+                        }
+                        *v *= s.scale;
+                        if let Some(cap) = s.softcap {
+                            *v = (*v / cap).tanh() * cap;
+                        }
+                        max = max.max(*v);
                     }
-                    max = max.max(*v);
+                    let mut sum = 0f32;
+                    for v in row.iter_mut() {
+                        *v = exp_approx(*v - max);
+                        sum += *v;
+                    }
+                    let inv = 1.0 / sum;
+                    row.iter_mut().for_each(|v| *v *= inv);
                 }
-                let mut sum = 0f32;
-                for v in row.iter_mut() {
-                    *v = (*v - max).exp();
-                    sum += *v;
+                obuf.clear();
+                obuf.resize(m * hd, 0.0);
+                let g = float::GemmShape { m, n: hd, k: span, lda: span, ldb: hd, ldc: hd };
+                float::gemm_f32(k, g, scores, &vals[(lo - lo_all) * hd..], obuf);
+                for (i, t) in rows.clone().enumerate() {
+                    tile.row_mut(t).copy_from_slice(&obuf[i * hd..(i + 1) * hd]);
                 }
-                let inv = 1.0 / sum;
-                row.iter_mut().for_each(|v| *v *= inv);
-            }
-            obuf.clear();
-            obuf.resize(m * hd, 0.0);
-            let g = float::GemmShape { m, n: hd, k: span, lda: span, ldb: hd, ldc: hd };
-            float::gemm_f32(k, g, scores, vals, obuf);
-            for (i, t) in rows.clone().enumerate() {
-                tile.row_mut(t).copy_from_slice(&obuf[i * hd..(i + 1) * hd]);
-            }
-        })
+            })
+        });
     });
 }
 
@@ -153,7 +170,7 @@ pub fn attention(pool: &Pool, k: KernelSet, q: &[f32], kv: LayerKv<'_>, position
             }
             let mut sum = 0f32;
             for v in scores.iter_mut() {
-                *v = (*v - max).exp();
+                *v = exp_approx(*v - max);
                 sum += *v;
             }
             let inv = 1.0 / sum;
