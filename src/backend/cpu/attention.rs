@@ -154,19 +154,26 @@ pub fn attention(pool: &Pool, k: KernelSet, q: &[f32], kv: LayerKv<'_>, position
         let off = (h / group) * hd;
         SCORES.with(|sc| {
             let mut scores = sc.borrow_mut();
+            let n_keys = p + 1 - first;
             scores.clear();
-            let mut max = f32::NEG_INFINITY;
-            for j in first..=p {
-                let at = j * kv_dim + off;
-                let mut v = match keys {
-                    KvRows::F32(kk) => float::dot_f32(k, qh, &kk[at..at + hd]),
-                    KvRows::F16(kk) => float::dot_f16(k, qh, &kk[at..at + hd]),
-                } * s.scale;
-                if let Some(cap) = s.softcap {
-                    v = (v / cap).tanh() * cap;
+            scores.resize(n_keys, 0.0);
+            let at0 = first * kv_dim + off;
+            match keys {
+                KvRows::F32(kk) => {
+                    for (j, v) in scores.iter_mut().enumerate() {
+                        let at = at0 + j * kv_dim;
+                        *v = float::dot_f32(k, qh, &kk[at..at + hd]);
+                    }
                 }
-                max = max.max(v);
-                scores.push(v);
+                KvRows::F16(kk) => float::dot_f16_rows(k, qh, &kk[at0..], kv_dim, &mut scores),
+            }
+            let mut max = f32::NEG_INFINITY;
+            for v in scores.iter_mut() {
+                *v *= s.scale;
+                if let Some(cap) = s.softcap {
+                    *v = (*v / cap).tanh() * cap;
+                }
+                max = max.max(*v);
             }
             let mut sum = 0f32;
             for v in scores.iter_mut() {
@@ -174,13 +181,16 @@ pub fn attention(pool: &Pool, k: KernelSet, q: &[f32], kv: LayerKv<'_>, position
                 sum += *v;
             }
             let inv = 1.0 / sum;
-            o.fill(0.0);
-            for (j, &w) in (first..=p).zip(scores.iter()) {
-                let at = j * kv_dim + off;
-                match values {
-                    KvRows::F32(vv) => float::axpy_f32(k, o, w * inv, &vv[at..at + hd]),
-                    KvRows::F16(vv) => float::axpy_f16(k, o, w * inv, &vv[at..at + hd]),
+            scores.iter_mut().for_each(|v| *v *= inv);
+            match values {
+                KvRows::F32(vv) => {
+                    o.fill(0.0);
+                    for (j, &w) in scores.iter().enumerate() {
+                        let at = at0 + j * kv_dim;
+                        float::axpy_f32(k, o, w, &vv[at..at + hd]);
+                    }
                 }
+                KvRows::F16(vv) => float::weighted_sum_f16(k, &scores, &vv[at0..], kv_dim, o),
             }
         })
     });

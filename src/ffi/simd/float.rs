@@ -51,6 +51,51 @@ pub fn dot_f16(k: KernelSet, q: &[f32], kv: &[u16]) -> f32 {
     acc.iter().sum()
 }
 
+/// `out[j] = Σ q[i] * rows[j * stride + i]` for `j < out.len()`, rows in f16 bits: one query
+/// against many cached keys (decode attention). The x86 kernel takes four keys at a time and
+/// sums their lanes together.
+///
+/// Panics if `rows` is too short or `stride < q.len()`.
+pub fn dot_f16_rows(k: KernelSet, q: &[f32], rows: &[u16], stride: usize, out: &mut [f32]) {
+    let hd = q.len();
+    if out.is_empty() {
+        return;
+    }
+    assert!(stride >= hd && rows.len() >= (out.len() - 1) * stride + hd, "dot_f16_rows lengths");
+    #[cfg(target_arch = "x86_64")]
+    if k >= KernelSet::Avx2 && k.available() && hd % 8 == 0 {
+        // SAFETY: AVX2/F16C availability checked here; lengths checked above.
+        unsafe { x86::dot_f16_rows(q, rows, stride, out) };
+        return;
+    }
+    for (j, o) in out.iter_mut().enumerate() {
+        *o = dot_f16(k, q, &rows[j * stride..j * stride + hd]);
+    }
+}
+
+/// `out[i] = Σ_j w[j] * rows[j * stride + i]`, rows in f16 bits (the weighted values of decode
+/// attention); `out` is overwritten. The x86 kernel keeps up to 64 outputs in registers while it
+/// walks the rows.
+///
+/// Panics if `rows` is too short or `stride < out.len()`.
+pub fn weighted_sum_f16(k: KernelSet, w: &[f32], rows: &[u16], stride: usize, out: &mut [f32]) {
+    let hd = out.len();
+    out.fill(0.0);
+    if w.is_empty() {
+        return;
+    }
+    assert!(stride >= hd && rows.len() >= (w.len() - 1) * stride + hd, "weighted_sum_f16 lengths");
+    #[cfg(target_arch = "x86_64")]
+    if k >= KernelSet::Avx2 && k.available() && hd % 8 == 0 {
+        // SAFETY: AVX2/F16C availability checked here; lengths checked above.
+        unsafe { x86::weighted_sum_f16(w, rows, stride, out) };
+        return;
+    }
+    for (j, &wj) in w.iter().enumerate() {
+        axpy_f16(k, out, wj, &rows[j * stride..j * stride + hd]);
+    }
+}
+
 /// `acc[i] += a * v[i]` with `v` in f16 bits; equal lengths.
 pub fn axpy_f16(k: KernelSet, acc: &mut [f32], a: f32, v: &[u16]) {
     assert_eq!(acc.len(), v.len(), "axpy_f16 lengths");
@@ -232,6 +277,64 @@ mod x86 {
         }
     }
 
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_f16_rows(q: &[f32], rows: &[u16], stride: usize, out: &mut [f32]) {
+        let hd = q.len();
+        let n = out.len();
+        let n4 = n / 4 * 4;
+        let row = |j: usize, i: usize| -> __m256 {
+            // SAFETY: j < n and i + 8 <= hd, so the 8 halves lie inside `rows` (checked by the
+            // caller: rows.len() >= (n - 1) * stride + hd).
+            unsafe { _mm256_cvtph_ps(_mm_loadu_si128(rows.as_ptr().add(j * stride + i).cast())) }
+        };
+        for j in (0..n4).step_by(4) {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for i in (0..hd).step_by(8) {
+                // SAFETY: i + 8 <= hd = q.len().
+                let qv = unsafe { _mm256_loadu_ps(q.as_ptr().add(i)) };
+                for (r, a) in acc.iter_mut().enumerate() {
+                    *a = _mm256_fmadd_ps(qv, row(j + r, i), *a);
+                }
+            }
+            // Lanes of the four sums side by side, then the two 128-bit halves added.
+            let h = _mm256_hadd_ps(_mm256_hadd_ps(acc[0], acc[1]), _mm256_hadd_ps(acc[2], acc[3]));
+            let s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h));
+            // SAFETY: j + 4 <= n = out.len().
+            unsafe { _mm_storeu_ps(out.as_mut_ptr().add(j), s) };
+        }
+        for j in n4..n {
+            let mut acc = _mm256_setzero_ps();
+            for i in (0..hd).step_by(8) {
+                // SAFETY: i + 8 <= hd = q.len().
+                let qv = unsafe { _mm256_loadu_ps(q.as_ptr().add(i)) };
+                acc = _mm256_fmadd_ps(qv, row(j, i), acc);
+            }
+            out[j] = hsum256(acc);
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn weighted_sum_f16(w: &[f32], rows: &[u16], stride: usize, out: &mut [f32]) {
+        let hd = out.len();
+        for c0 in (0..hd).step_by(64) {
+            let width = (hd - c0).min(64) / 8;
+            let mut acc = [_mm256_setzero_ps(); 8];
+            for (j, &wj) in w.iter().enumerate() {
+                let wv = _mm256_set1_ps(wj);
+                for (c, a) in acc.iter_mut().enumerate().take(width) {
+                    // SAFETY: j < w.len() and c0 + 8c + 8 <= hd, inside `rows` (checked by the
+                    // caller: rows.len() >= (w.len() - 1) * stride + hd).
+                    let v = unsafe { _mm256_cvtph_ps(_mm_loadu_si128(rows.as_ptr().add(j * stride + c0 + 8 * c).cast())) };
+                    *a = _mm256_fmadd_ps(wv, v, *a);
+                }
+            }
+            for (c, a) in acc.iter().enumerate().take(width) {
+                // SAFETY: c0 + 8c + 8 <= hd = out.len().
+                unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(c0 + 8 * c), *a) };
+            }
+        }
+    }
+
     /// `C += A · B` with 4 x 16 register tiles; edges go to the scalar loop.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn gemm_f32(g: super::GemmShape, a: &[f32], b: &[f32], c: &mut [f32]) {
@@ -309,6 +412,41 @@ mod tests {
     /// Reordered f32 sums of `n` terms differ by at most about n·ε·Σ|terms|.
     fn tol(n: usize, mag: f32) -> f32 {
         n as f32 * f32::EPSILON * mag + 1e-6
+    }
+
+    #[test]
+    fn multi_row_f16_kernels_match_the_single_row_ones() {
+        let mut seed = 0x7777_u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        };
+        for k in KernelSet::all_available() {
+            for (hd, n, stride) in [(8usize, 1usize, 8usize), (64, 7, 192), (64, 13, 64), (256, 5, 256), (24, 9, 40), (72, 4, 80), (7, 3, 9)] {
+                let q: Vec<f32> = (0..hd).map(|_| next()).collect();
+                let w: Vec<f32> = (0..n).map(|_| next()).collect();
+                let src: Vec<f32> = (0..(n - 1) * stride + hd).map(|_| next()).collect();
+                let mut rows = vec![0u16; src.len()];
+                f32_to_f16(KernelSet::Scalar, &src, &mut rows);
+                let mut got = vec![0f32; n];
+                dot_f16_rows(k, &q, &rows, stride, &mut got);
+                for j in 0..n {
+                    let want = dot_f16(KernelSet::Scalar, &q, &rows[j * stride..j * stride + hd]);
+                    assert!((got[j] - want).abs() <= tol(hd, hd as f32), "{k:?} dot_f16_rows hd {hd} row {j}");
+                }
+                let mut sum = vec![9f32; hd];
+                weighted_sum_f16(k, &w, &rows, stride, &mut sum);
+                let mut want = vec![0f32; hd];
+                for j in 0..n {
+                    axpy_f16(KernelSet::Scalar, &mut want, w[j], &rows[j * stride..j * stride + hd]);
+                }
+                for i in 0..hd {
+                    assert!((sum[i] - want[i]).abs() <= tol(n, n as f32), "{k:?} weighted_sum_f16 hd {hd} col {i}");
+                }
+            }
+        }
     }
 
     #[test]

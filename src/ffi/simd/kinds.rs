@@ -29,6 +29,25 @@ impl KernelSet {
 
     /// Whether this machine can run the set.
     pub fn available(self) -> bool {
+        // Feature detection reads several CPUID-derived flags; kernels ask on every call, so the
+        // answers are cached: bit 7 marks the cache filled, bit `set as u8` the set available.
+        use std::sync::atomic::{AtomicU8, Ordering};
+        static CACHE: AtomicU8 = AtomicU8::new(0);
+        let mut bits = CACHE.load(Ordering::Relaxed);
+        if bits == 0 {
+            bits = 0x80;
+            for (i, k) in [KernelSet::Scalar, KernelSet::Avx2, KernelSet::Avx512, KernelSet::Neon].iter().enumerate() {
+                if k.detect() {
+                    bits |= 1 << i;
+                }
+            }
+            CACHE.store(bits, Ordering::Relaxed);
+        }
+        bits & (1 << (self as u8)) != 0
+    }
+
+    /// Asks the CPU whether it has this set's features (uncached).
+    fn detect(self) -> bool {
         match self {
             KernelSet::Scalar => true,
             #[cfg(target_arch = "x86_64")]
@@ -39,7 +58,7 @@ impl KernelSet {
             }
             #[cfg(target_arch = "x86_64")]
             KernelSet::Avx512 => {
-                KernelSet::Avx2.available()
+                KernelSet::Avx2.detect()
                     && std::arch::is_x86_feature_detected!("avx512f")
                     && std::arch::is_x86_feature_detected!("avx512bw")
                     && std::arch::is_x86_feature_detected!("avx512vl")
