@@ -495,7 +495,7 @@ impl Mutator {
     /// The next mutant: half of the time a structural edit (JSON node or GGUF header field),
     /// then one to four byte-level edits or none.
     fn next_case(&mut self) -> Vec<u8> {
-        let structural = self.rng.next() % 2 == 0;
+        let structural = self.rng.next().is_multiple_of(2);
         let mut data = match (&self.json, structural) {
             (Some(_), true) => self.json_case(),
             _ => self.seed.clone(),

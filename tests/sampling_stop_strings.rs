@@ -113,7 +113,7 @@ fn reference(stops: &[&str], text: &str) -> (String, Option<usize>) {
         // Every occurrence, not just the first, to be independent of the implementation.
         for (start, _) in text.match_indices(s) {
             let c = (start + s.len(), start, i);
-            if best.map_or(true, |b| (c.0, c.1) < (b.0, b.1)) {
+            if best.is_none_or(|b| (c.0, c.1) < (b.0, b.1)) {
                 best = Some(c);
             }
         }

@@ -49,7 +49,7 @@ pub trait Backend: Send + Sync {
     /// Copies all rows back to the host, row-major.
     fn read_all(&self, x: &Self::Act) -> Result<Vec<f32>>;
     /// Moves all rows to the host, row-major (no copy where the buffer already is host memory).
-    fn into_host(&self, x: Self::Act) -> Result<Vec<f32>> {
+    fn take_to_host(&self, x: Self::Act) -> Result<Vec<f32>> {
         self.read_all(&x)
     }
     /// Copies row `row` of `x` into the single-row buffer `out`.

@@ -373,10 +373,10 @@ impl ModelConfig {
                 self.n_layers, self.hidden, self.n_heads, self.head_dim, self.ffn, self.vocab
             ));
         }
-        if self.n_kv_heads == 0 || self.n_heads % self.n_kv_heads != 0 {
+        if self.n_kv_heads == 0 || !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return bad(format!("{} query heads cannot share {} key/value heads", self.n_heads, self.n_kv_heads));
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return bad(format!("head width {} is odd; RoPE needs pairs", self.head_dim));
         }
         if [self.n_layers, self.hidden, self.n_heads, self.head_dim, self.ffn].iter().any(|&v| v > MAX_DIM) || self.vocab > 1 << 24 {

@@ -104,7 +104,7 @@ pub fn forward<B: Backend>(
     if let Some(cap) = cfg.final_softcap {
         b.softcap(&mut logits, cap)?;
     }
-    let all = b.into_host(logits)?;
+    let all = b.take_to_host(logits)?;
     if m == 1 {
         return Ok(vec![all]);
     }

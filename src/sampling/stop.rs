@@ -89,7 +89,7 @@ impl StopMatcher {
             }
             if let Some(start) = self.held.find(s.as_str()) {
                 let cand = (start + s.len(), start, i);
-                if best.map_or(true, |b| (cand.0, cand.1) < (b.0, b.1)) {
+                if best.is_none_or(|b| (cand.0, cand.1) < (b.0, b.1)) {
                     best = Some(cand);
                 }
             }

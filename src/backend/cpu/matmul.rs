@@ -61,7 +61,7 @@ impl CpuMatrix {
             DType::Q6K => Some(WeightFormat::Q6K),
             DType::F32 | DType::F16 | DType::BF16 => None,
         };
-        let int8 = int8.filter(|_| t.row_len() % QK8 == 0);
+        let int8 = int8.filter(|_| t.row_len().is_multiple_of(QK8));
         CpuMatrix { tensor: t.clone(), int8 }
     }
 }

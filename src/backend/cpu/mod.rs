@@ -131,7 +131,7 @@ impl Backend for CpuBackend {
         Ok(x.data.clone())
     }
 
-    fn into_host(&self, x: CpuAct) -> Result<Vec<f32>> {
+    fn take_to_host(&self, x: CpuAct) -> Result<Vec<f32>> {
         Ok(x.data)
     }
 
@@ -174,7 +174,7 @@ impl Backend for CpuBackend {
     }
 
     fn rms_norm_inplace(&self, x: &mut CpuAct, w: &Vec<f32>, eps: f32) -> Result<()> {
-        if w.is_empty() || x.cols % w.len() != 0 {
+        if w.is_empty() || !x.cols.is_multiple_of(w.len()) {
             return Err(shape_err("rms_norm", format!("weight of {} for rows of {}", w.len(), x.cols)));
         }
         self.for_chunks(&mut x.data, w.len(), |_, seg| rms_norm_row(seg, w, eps));
@@ -232,7 +232,7 @@ impl Backend for CpuBackend {
     }
 
     fn rope(&self, x: &mut CpuAct, positions: &[usize], inv_freq: &Vec<f32>, head_dim: usize, style: RopeStyle) -> Result<()> {
-        if positions.len() != x.rows || head_dim == 0 || x.cols % head_dim != 0 || inv_freq.len() * 2 > head_dim {
+        if positions.len() != x.rows || head_dim == 0 || !x.cols.is_multiple_of(head_dim) || inv_freq.len() * 2 > head_dim {
             return Err(shape_err("rope", format!("{} positions, head {head_dim}, rows {}x{}", positions.len(), x.rows, x.cols)));
         }
         let cols = x.cols;

@@ -63,7 +63,7 @@ pub fn dot_f16_rows(k: KernelSet, q: &[f32], rows: &[u16], stride: usize, out: &
     }
     assert!(stride >= hd && rows.len() >= (out.len() - 1) * stride + hd, "dot_f16_rows lengths");
     #[cfg(target_arch = "x86_64")]
-    if k >= KernelSet::Avx2 && k.available() && hd % 8 == 0 {
+    if k >= KernelSet::Avx2 && k.available() && hd.is_multiple_of(8) {
         // SAFETY: AVX2/F16C availability checked here; lengths checked above.
         unsafe { x86::dot_f16_rows(q, rows, stride, out) };
         return;
@@ -86,7 +86,7 @@ pub fn weighted_sum_f16(k: KernelSet, w: &[f32], rows: &[u16], stride: usize, ou
     }
     assert!(stride >= hd && rows.len() >= (w.len() - 1) * stride + hd, "weighted_sum_f16 lengths");
     #[cfg(target_arch = "x86_64")]
-    if k >= KernelSet::Avx2 && k.available() && hd % 8 == 0 {
+    if k >= KernelSet::Avx2 && k.available() && hd.is_multiple_of(8) {
         // SAFETY: AVX2/F16C availability checked here; lengths checked above.
         unsafe { x86::weighted_sum_f16(w, rows, stride, out) };
         return;
@@ -302,14 +302,14 @@ mod x86 {
             // SAFETY: j + 4 <= n = out.len().
             unsafe { _mm_storeu_ps(out.as_mut_ptr().add(j), s) };
         }
-        for j in n4..n {
+        for (j, o) in out.iter_mut().enumerate().skip(n4) {
             let mut acc = _mm256_setzero_ps();
             for i in (0..hd).step_by(8) {
                 // SAFETY: i + 8 <= hd = q.len().
                 let qv = unsafe { _mm256_loadu_ps(q.as_ptr().add(i)) };
                 acc = _mm256_fmadd_ps(qv, row(j, i), acc);
             }
-            out[j] = hsum256(acc);
+            *o = hsum256(acc);
         }
     }
 

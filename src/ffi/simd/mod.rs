@@ -97,7 +97,7 @@ fn select_quantize(k: KernelSet) -> Option<QuantizeFn> {
 
 fn check_row(f: WeightFormat, row_bytes: usize, x: &Q8Row) {
     let n = x.qs.len();
-    assert!(n % f.block_elems() == 0 && row_bytes == n / f.block_elems() * f.block_bytes(), "int8 kernel: {f:?} row of {row_bytes} bytes for {n} activations");
+    assert!(n.is_multiple_of(f.block_elems()) && row_bytes == n / f.block_elems() * f.block_bytes(), "int8 kernel: {f:?} row of {row_bytes} bytes for {n} activations");
     assert!(x.d.len() * QK8 == n && x.s.len() * QK8 == n && x.bsums.len() * 16 == n, "int8 kernel: activation parts");
 }
 
@@ -143,7 +143,7 @@ pub fn gemm(k: KernelSet, f: WeightFormat, w: &[u8], n_rows: usize, xs: &Q8Acts,
 ///
 /// Panics if `cols` is not a multiple of 32 or `x` is not `rows * cols` long.
 pub fn quantize_rows(k: KernelSet, x: &[f32], rows: usize, cols: usize, out: &mut Q8Acts) {
-    assert!(cols % QK8 == 0 && x.len() == rows * cols, "quantize_rows: {rows}x{cols} from {}", x.len());
+    assert!(cols.is_multiple_of(QK8) && x.len() == rows * cols, "quantize_rows: {rows}x{cols} from {}", x.len());
     out.reshape(rows, cols);
     let kernel = select_quantize(k);
     for (i, xr) in x.chunks_exact(cols.max(1)).enumerate().take(rows) {
