@@ -41,6 +41,30 @@ fn row_f32<'a>(k: KernelSet, rows: &'a KvRows, at: usize, hd: usize, buf: &'a mu
     }
 }
 
+/// Turns raw query-key dot products into attention weights in place: scale, soft cap, `-inf` where
+/// `visible(j)` is false, then a softmax with the maximum subtracted before `exp`.
+fn softmax_scores(row: &mut [f32], s: AttentionShape, visible: impl Fn(usize) -> bool) {
+    let mut max = f32::NEG_INFINITY;
+    for (j, v) in row.iter_mut().enumerate() {
+        if !visible(j) {
+            *v = f32::NEG_INFINITY;
+            continue;
+        }
+        *v *= s.scale;
+        if let Some(cap) = s.softcap {
+            *v = (*v / cap).tanh() * cap;
+        }
+        max = max.max(*v);
+    }
+    let mut sum = 0f32;
+    for v in row.iter_mut() {
+        *v = exp_approx(*v - max);
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    row.iter_mut().for_each(|v| *v *= inv);
+}
+
 /// First key position query position `p` may see.
 fn first_key(p: usize, window: Option<usize>) -> usize {
     match window {
@@ -104,26 +128,7 @@ fn attention_blocked(pool: &Pool, k: KernelSet, q: &[f32], kv: LayerKv<'_>, posi
                     let p = positions[t];
                     let first = first_key(p, s.window);
                     let row = &mut scores[i * span..(i + 1) * span];
-                    let mut max = f32::NEG_INFINITY;
-                    for (jj, v) in row.iter_mut().enumerate() {
-                        let j = lo + jj;
-                        if j > p || j < first {
-                            *v = f32::NEG_INFINITY;
-                            continue;
-                        }
-                        *v *= s.scale;
-                        if let Some(cap) = s.softcap {
-                            *v = (*v / cap).tanh() * cap;
-                        }
-                        max = max.max(*v);
-                    }
-                    let mut sum = 0f32;
-                    for v in row.iter_mut() {
-                        *v = exp_approx(*v - max);
-                        sum += *v;
-                    }
-                    let inv = 1.0 / sum;
-                    row.iter_mut().for_each(|v| *v *= inv);
+                    softmax_scores(row, s, |jj| (first..=p).contains(&(lo + jj)));
                 }
                 obuf.clear();
                 obuf.resize(m * hd, 0.0);
@@ -167,21 +172,7 @@ pub fn attention(pool: &Pool, k: KernelSet, q: &[f32], kv: LayerKv<'_>, position
                 }
                 KvRows::F16(kk) => float::dot_f16_rows(k, qh, &kk[at0..], kv_dim, &mut scores),
             }
-            let mut max = f32::NEG_INFINITY;
-            for v in scores.iter_mut() {
-                *v *= s.scale;
-                if let Some(cap) = s.softcap {
-                    *v = (*v / cap).tanh() * cap;
-                }
-                max = max.max(*v);
-            }
-            let mut sum = 0f32;
-            for v in scores.iter_mut() {
-                *v = exp_approx(*v - max);
-                sum += *v;
-            }
-            let inv = 1.0 / sum;
-            scores.iter_mut().for_each(|v| *v *= inv);
+            softmax_scores(&mut scores, s, |_| true);
             match values {
                 KvRows::F32(vv) => {
                     o.fill(0.0);

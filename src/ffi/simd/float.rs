@@ -409,6 +409,16 @@ mod x86 {
 mod tests {
     use super::*;
 
+    /// A deterministic xorshift source of uniform values in [-1, 1).
+    fn uniform(mut seed: u64) -> impl FnMut() -> f32 {
+        move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        }
+    }
+
     /// Reordered f32 sums of `n` terms differ by at most about n·ε·Σ|terms|.
     fn tol(n: usize, mag: f32) -> f32 {
         n as f32 * f32::EPSILON * mag + 1e-6
@@ -416,13 +426,7 @@ mod tests {
 
     #[test]
     fn multi_row_f16_kernels_match_the_single_row_ones() {
-        let mut seed = 0x7777_u64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-        };
+        let mut next = uniform(0x7777_u64);
         for k in KernelSet::all_available() {
             for (hd, n, stride) in [(8usize, 1usize, 8usize), (64, 7, 192), (64, 13, 64), (256, 5, 256), (24, 9, 40), (72, 4, 80), (7, 3, 9)] {
                 let q: Vec<f32> = (0..hd).map(|_| next()).collect();
@@ -451,13 +455,7 @@ mod tests {
 
     #[test]
     fn gemm_f32_matches_the_scalar_loop_on_awkward_shapes() {
-        let mut seed = 0xABCD_u64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-        };
+        let mut next = uniform(0xABCD_u64);
         for k in KernelSet::all_available() {
             for (m, n, kd) in [(1usize, 1usize, 1usize), (4, 16, 64), (5, 17, 3), (16, 40, 64), (7, 33, 256), (3, 15, 8)] {
                 let g = GemmShape { m, n, k: kd, lda: kd + 1, ldb: n + 2, ldc: n + 3 };
@@ -482,13 +480,7 @@ mod tests {
 
     #[test]
     fn every_set_matches_the_scalar_float_kernels_on_awkward_lengths() {
-        let mut seed = 0x1234_5678_u64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-        };
+        let mut next = uniform(0x1234_5678_u64);
         for k in KernelSet::all_available() {
             for n in [1usize, 7, 8, 15, 16, 17, 64, 100, 256] {
                 let x: Vec<f32> = (0..n).map(|_| next()).collect();
