@@ -103,6 +103,109 @@ fn next_rows<const R: usize>(w: &[u8], row_bytes: usize, r0: usize) -> &[u8] {
     &w[from..to]
 }
 
+/// The row-tiling drivers shared by both sets, expanded inside each set's module so that they
+/// call that module's `tile` and carry its `target_feature` list: `dot_rows` (4-row tiles, then
+/// single rows) and `gemm` (`$gr`-row x 4-token tiles with narrower edges).
+macro_rules! tile_drivers {
+    ($feat:literal, $gr:literal) => {
+        /// Matrix-vector kernel (`DotRowsFn`) for format `FMT` with `BB`-byte blocks.
+        ///
+        /// # Safety
+        /// The CPU must have the features named in `target_feature`; lengths as `DotRowsFn` says.
+        #[target_feature(enable = $feat)]
+        pub unsafe fn dot_rows<const FMT: u8, const BB: usize>(
+            w: &[u8],
+            row_bytes: usize,
+            x: &Q8Row,
+            out: &mut [f32],
+        ) {
+            let xs = [*x];
+            let n = out.len();
+            let mut r = 0;
+            while r + 4 <= n {
+                let v = tile::<FMT, BB, 4, 1>(
+                    &rows_at::<4>(w, row_bytes, r),
+                    super::next_rows::<4>(w, row_bytes, r),
+                    &xs,
+                );
+                for i in 0..4 {
+                    out[r + i] = v[i][0];
+                }
+                r += 4;
+            }
+            while r < n {
+                out[r] = tile::<FMT, BB, 1, 1>(
+                    &rows_at::<1>(w, row_bytes, r),
+                    super::next_rows::<1>(w, row_bytes, r),
+                    &xs,
+                )[0][0];
+                r += 1;
+            }
+        }
+
+        /// One `R` × `T` tile of the matrix product, stored at `out[(t0 + t) * ldo + r0 + r]`.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        #[allow(clippy::too_many_arguments)]
+        fn run<const FMT: u8, const BB: usize, const R: usize, const T: usize>(
+            w: &[u8],
+            row_bytes: usize,
+            r0: usize,
+            xs: &Q8Acts,
+            t0: usize,
+            out: &mut [f32],
+            ldo: usize,
+        ) {
+            let x: [Q8Row; T] = core::array::from_fn(|t| xs.row(t0 + t));
+            // The first token tile of a row group fetches the next group's rows; later ones find
+            // this group's rows in L1 already.
+            let ahead = if t0 == 0 {
+                super::next_rows::<R>(w, row_bytes, r0)
+            } else {
+                &[]
+            };
+            let v = tile::<FMT, BB, R, T>(&rows_at::<R>(w, row_bytes, r0), ahead, &x);
+            for (r, vr) in v.iter().enumerate() {
+                for (t, &e) in vr.iter().enumerate() {
+                    out[(t0 + t) * ldo + r0 + r] = e;
+                }
+            }
+        }
+
+        /// Matrix-matrix kernel (`GemmFn`) for format `FMT` with `BB`-byte blocks: `$gr` × 4 tiles
+        /// (4 on AVX-512, 2 in AVX2's 16 registers), rows outermost so that a tile's weights stay in
+        /// L1 while the tokens stream past.
+        ///
+        /// # Safety
+        /// As [`dot_rows`]; lengths as `GemmFn` says.
+        #[target_feature(enable = $feat)]
+        pub unsafe fn gemm<const FMT: u8, const BB: usize>(
+            w: &[u8],
+            row_bytes: usize,
+            n_rows: usize,
+            xs: &Q8Acts,
+            out: &mut [f32],
+            ldo: usize,
+        ) {
+            let mut r = 0;
+            while r < n_rows {
+                let full = n_rows - r >= $gr;
+                let mut t = 0;
+                while t < xs.rows {
+                    match (full, xs.rows - t >= 4) {
+                        (true, true) => run::<FMT, BB, $gr, 4>(w, row_bytes, r, xs, t, out, ldo),
+                        (true, false) => run::<FMT, BB, $gr, 1>(w, row_bytes, r, xs, t, out, ldo),
+                        (false, true) => run::<FMT, BB, 1, 4>(w, row_bytes, r, xs, t, out, ldo),
+                        (false, false) => run::<FMT, BB, 1, 1>(w, row_bytes, r, xs, t, out, ldo),
+                    }
+                    t += if xs.rows - t >= 4 { 4 } else { 1 };
+                }
+                r += if full { $gr } else { 1 };
+            }
+        }
+    };
+}
+
 /// AVX-512 (F, BW, VL, VNNI) kernels: 64 weights (two Q4_K sub-blocks, four Q6_K groups) per
 /// `vpdpbusd`.
 // The AVX-512 intrinsics are stable since Rust 1.89 (safe `#[target_feature]` functions since
@@ -384,100 +487,7 @@ mod avx512 {
         out
     }
 
-    /// Matrix-vector kernel (`DotRowsFn`) for format `FMT` with `BB`-byte blocks.
-    ///
-    /// # Safety
-    /// The CPU must have AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C; lengths as `DotRowsFn` says.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    pub unsafe fn dot_rows<const FMT: u8, const BB: usize>(
-        w: &[u8],
-        row_bytes: usize,
-        x: &Q8Row,
-        out: &mut [f32],
-    ) {
-        let xs = [*x];
-        let n = out.len();
-        let mut r = 0;
-        while r + 4 <= n {
-            let v = tile::<FMT, BB, 4, 1>(
-                &rows_at::<4>(w, row_bytes, r),
-                super::next_rows::<4>(w, row_bytes, r),
-                &xs,
-            );
-            for i in 0..4 {
-                out[r + i] = v[i][0];
-            }
-            r += 4;
-        }
-        while r < n {
-            out[r] = tile::<FMT, BB, 1, 1>(
-                &rows_at::<1>(w, row_bytes, r),
-                super::next_rows::<1>(w, row_bytes, r),
-                &xs,
-            )[0][0];
-            r += 1;
-        }
-    }
-
-    /// One `R` × `T` tile of the matrix product, stored at `out[(t0 + t) * ldo + r0 + r]`.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    #[allow(clippy::too_many_arguments)]
-    fn run<const FMT: u8, const BB: usize, const R: usize, const T: usize>(
-        w: &[u8],
-        row_bytes: usize,
-        r0: usize,
-        xs: &Q8Acts,
-        t0: usize,
-        out: &mut [f32],
-        ldo: usize,
-    ) {
-        let x: [Q8Row; T] = core::array::from_fn(|t| xs.row(t0 + t));
-        // The first token tile of a row group fetches the next group's rows; later ones find
-        // this group's rows in L1 already.
-        let ahead = if t0 == 0 {
-            super::next_rows::<R>(w, row_bytes, r0)
-        } else {
-            &[]
-        };
-        let v = tile::<FMT, BB, R, T>(&rows_at::<R>(w, row_bytes, r0), ahead, &x);
-        for (r, vr) in v.iter().enumerate() {
-            for (t, &e) in vr.iter().enumerate() {
-                out[(t0 + t) * ldo + r0 + r] = e;
-            }
-        }
-    }
-
-    /// Matrix-matrix kernel (`GemmFn`) for format `FMT` with `BB`-byte blocks: 4 × 4 tiles, rows
-    /// outermost so that a tile's weights stay in L1 while the tokens stream past.
-    ///
-    /// # Safety
-    /// As [`dot_rows`]; lengths as `GemmFn` says.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    pub unsafe fn gemm<const FMT: u8, const BB: usize>(
-        w: &[u8],
-        row_bytes: usize,
-        n_rows: usize,
-        xs: &Q8Acts,
-        out: &mut [f32],
-        ldo: usize,
-    ) {
-        let mut r = 0;
-        while r < n_rows {
-            let full = n_rows - r >= 4;
-            let mut t = 0;
-            while t < xs.rows {
-                match (full, xs.rows - t >= 4) {
-                    (true, true) => run::<FMT, BB, 4, 4>(w, row_bytes, r, xs, t, out, ldo),
-                    (true, false) => run::<FMT, BB, 4, 1>(w, row_bytes, r, xs, t, out, ldo),
-                    (false, true) => run::<FMT, BB, 1, 4>(w, row_bytes, r, xs, t, out, ldo),
-                    (false, false) => run::<FMT, BB, 1, 1>(w, row_bytes, r, xs, t, out, ldo),
-                }
-                t += if xs.rows - t >= 4 { 4 } else { 1 };
-            }
-            r += if full { 4 } else { 1 };
-        }
-    }
+    tile_drivers!("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c", 4);
 }
 
 /// AVX2 (+ FMA, F16C) kernels without VNNI: `vpmaddubsw` then `vpmaddwd` per 32 weights.
@@ -693,98 +703,5 @@ mod avx2 {
         out
     }
 
-    /// Matrix-vector kernel (`DotRowsFn`) for format `FMT` with `BB`-byte blocks.
-    ///
-    /// # Safety
-    /// The CPU must have AVX2, FMA and F16C; lengths as `DotRowsFn` says.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_rows<const FMT: u8, const BB: usize>(
-        w: &[u8],
-        row_bytes: usize,
-        x: &Q8Row,
-        out: &mut [f32],
-    ) {
-        let xs = [*x];
-        let n = out.len();
-        let mut r = 0;
-        while r + 4 <= n {
-            let v = tile::<FMT, BB, 4, 1>(
-                &rows_at::<4>(w, row_bytes, r),
-                super::next_rows::<4>(w, row_bytes, r),
-                &xs,
-            );
-            for i in 0..4 {
-                out[r + i] = v[i][0];
-            }
-            r += 4;
-        }
-        while r < n {
-            out[r] = tile::<FMT, BB, 1, 1>(
-                &rows_at::<1>(w, row_bytes, r),
-                super::next_rows::<1>(w, row_bytes, r),
-                &xs,
-            )[0][0];
-            r += 1;
-        }
-    }
-
-    /// One `R` × `T` tile of the matrix product, stored at `out[(t0 + t) * ldo + r0 + r]`.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[allow(clippy::too_many_arguments)]
-    fn run<const FMT: u8, const BB: usize, const R: usize, const T: usize>(
-        w: &[u8],
-        row_bytes: usize,
-        r0: usize,
-        xs: &Q8Acts,
-        t0: usize,
-        out: &mut [f32],
-        ldo: usize,
-    ) {
-        let x: [Q8Row; T] = core::array::from_fn(|t| xs.row(t0 + t));
-        // The first token tile of a row group fetches the next group's rows; later ones find
-        // this group's rows in L1 already.
-        let ahead = if t0 == 0 {
-            super::next_rows::<R>(w, row_bytes, r0)
-        } else {
-            &[]
-        };
-        let v = tile::<FMT, BB, R, T>(&rows_at::<R>(w, row_bytes, r0), ahead, &x);
-        for (r, vr) in v.iter().enumerate() {
-            for (t, &e) in vr.iter().enumerate() {
-                out[(t0 + t) * ldo + r0 + r] = e;
-            }
-        }
-    }
-
-    /// Matrix-matrix kernel (`GemmFn`) for format `FMT` with `BB`-byte blocks: 2 × 4 tiles (16
-    /// ymm registers: 8 accumulators, 2 weight and 2 scale vectors, activations, temporaries).
-    ///
-    /// # Safety
-    /// As [`dot_rows`]; lengths as `GemmFn` says.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn gemm<const FMT: u8, const BB: usize>(
-        w: &[u8],
-        row_bytes: usize,
-        n_rows: usize,
-        xs: &Q8Acts,
-        out: &mut [f32],
-        ldo: usize,
-    ) {
-        let mut r = 0;
-        while r < n_rows {
-            let full = n_rows - r >= 2;
-            let mut t = 0;
-            while t < xs.rows {
-                match (full, xs.rows - t >= 4) {
-                    (true, true) => run::<FMT, BB, 2, 4>(w, row_bytes, r, xs, t, out, ldo),
-                    (true, false) => run::<FMT, BB, 2, 1>(w, row_bytes, r, xs, t, out, ldo),
-                    (false, true) => run::<FMT, BB, 1, 4>(w, row_bytes, r, xs, t, out, ldo),
-                    (false, false) => run::<FMT, BB, 1, 1>(w, row_bytes, r, xs, t, out, ldo),
-                }
-                t += if xs.rows - t >= 4 { 4 } else { 1 };
-            }
-            r += if full { 2 } else { 1 };
-        }
-    }
+    tile_drivers!("avx2,fma,f16c", 2);
 }
