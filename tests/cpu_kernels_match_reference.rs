@@ -3,6 +3,9 @@
 //! multiples of any unroll factor, one block and many blocks (whole groups of 8 scale blocks and
 //! partial ones after them), one token and odd token counts.
 
+mod common;
+
+use common::{quantized, random_int8_weights, Rng};
 use edgellm::ffi::simd::{self, KernelSet};
 use edgellm::quant::int8::{self, Q8Acts, WeightFormat};
 
@@ -21,46 +24,6 @@ const ALL: [WeightFormat; 8] = [
     WeightFormat::Q5K,
     WeightFormat::Q6K,
 ];
-
-struct Rng(u64);
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn uniform(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    }
-}
-
-fn f16_bits(v: f32) -> [u8; 2] {
-    half::f16::from_f32(v).to_le_bytes()
-}
-
-/// Random weight blocks with modest finite f16 scales (random bytes would give NaN/Inf scales).
-fn random_weights(f: WeightFormat, rows: usize, cols: usize, rng: &mut Rng) -> Vec<u8> {
-    let n = rows * cols / f.block_elems() * f.block_bytes();
-    let mut w: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
-    let fields: &[usize] = match f {
-        WeightFormat::Q4_0 | WeightFormat::Q5_0 | WeightFormat::Q8_0 => &[0],
-        WeightFormat::Q4_1 | WeightFormat::Q5_1 | WeightFormat::Q4K | WeightFormat::Q5K => &[0, 2],
-        WeightFormat::Q6K => &[208],
-    };
-    for blk in w.chunks_exact_mut(f.block_bytes()) {
-        for &o in fields {
-            blk[o..o + 2].copy_from_slice(&f16_bits(rng.uniform() * 0.05));
-        }
-    }
-    w
-}
-
-fn quantized(x: &[f32], rows: usize, cols: usize) -> Q8Acts {
-    let mut a = Q8Acts::default();
-    simd::quantize_rows(KernelSet::Scalar, x, rows, cols, &mut a);
-    a
-}
 
 /// Σ|w·x| of one row pair through the scalar reference on absolute values is awkward; bound it by
 /// the dequantized magnitudes instead.
@@ -98,7 +61,7 @@ fn matvec_kernels_match_scalar_reference() {
         for f in ALL {
             for (rows, blocks) in [(1usize, 1usize), (3, 2), (7, 3), (17, 5), (33, 9), (64, 20), (6, 16), (45, 18)] {
                 let cols = blocks * f.block_elems();
-                let w = random_weights(f, rows, cols, &mut rng);
+                let w = random_int8_weights(f, rows, cols, &mut rng);
                 let x: Vec<f32> = (0..cols).map(|_| rng.uniform() * 2.0).collect();
                 let xq = quantized(&x, 1, cols);
                 let mut want = vec![0f32; rows];
@@ -127,7 +90,7 @@ fn gemm_kernels_match_scalar_reference() {
         for f in ALL {
             for (rows, blocks, tokens) in [(1usize, 1usize, 1usize), (5, 2, 3), (19, 3, 7), (37, 4, 13), (64, 8, 32), (23, 18, 9), (6, 11, 5)] {
                 let cols = blocks * f.block_elems();
-                let w = random_weights(f, rows, cols, &mut rng);
+                let w = random_int8_weights(f, rows, cols, &mut rng);
                 let x: Vec<f32> = (0..tokens * cols).map(|_| rng.uniform()).collect();
                 let xq = quantized(&x, tokens, cols);
                 let ldo = rows + 3;
@@ -169,7 +132,7 @@ fn kernels_match_scalar_reference_on_extreme_quants() {
             let cols = blocks * f.block_elems();
             let mut rng = Rng(17);
             for fill in [0x80u8, 0xFF, 0x7F] {
-                let mut w = random_weights(f, rows, cols, &mut rng);
+                let mut w = random_int8_weights(f, rows, cols, &mut rng);
                 let scale_fields: &[usize] = match f {
                     WeightFormat::Q4_0 | WeightFormat::Q5_0 | WeightFormat::Q8_0 => &[0, 1],
                     WeightFormat::Q4_1
@@ -264,7 +227,7 @@ fn reference_dot_rows_equal_single_dots() {
     let mut rng = Rng(5);
     for f in ALL {
         let cols = 2 * f.block_elems();
-        let w = random_weights(f, 3, cols, &mut rng);
+        let w = random_int8_weights(f, 3, cols, &mut rng);
         let x: Vec<f32> = (0..cols).map(|_| rng.uniform()).collect();
         let xq = quantized(&x, 1, cols);
         let mut out = vec![0f32; 3];

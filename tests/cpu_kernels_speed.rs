@@ -4,45 +4,12 @@
 //! `cpu_kernels_match_reference`). Run with
 //! `cargo test --release --test cpu_kernels_speed -- --ignored --nocapture`.
 
+mod common;
+
+use common::{random_acts, random_int8_weights, Rng};
 use edgellm::ffi::simd::{self, KernelSet};
 use edgellm::quant::int8::{Q8Acts, WeightFormat};
 use std::time::Instant;
-
-struct Rng(u64);
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn uniform(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    }
-}
-
-/// Random blocks with small finite f16 scales at the format's scale fields.
-fn weights(f: WeightFormat, rows: usize, cols: usize, rng: &mut Rng) -> Vec<u8> {
-    let n = rows * cols / f.block_elems() * f.block_bytes();
-    let mut w: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
-    let fields: &[usize] = match f {
-        WeightFormat::Q4_1 | WeightFormat::Q5_1 => &[0, 2],
-        _ => &[0],
-    };
-    for blk in w.chunks_exact_mut(f.block_bytes()) {
-        for &o in fields {
-            blk[o..o + 2].copy_from_slice(&half::f16::from_f32(rng.uniform() * 0.05).to_le_bytes());
-        }
-    }
-    w
-}
-
-fn acts(tokens: usize, cols: usize, rng: &mut Rng) -> Q8Acts {
-    let x: Vec<f32> = (0..tokens * cols).map(|_| rng.uniform()).collect();
-    let mut a = Q8Acts::default();
-    simd::quantize_rows(KernelSet::Scalar, &x, tokens, cols, &mut a);
-    a
-}
 
 /// Best time in seconds of `reps` runs of `f` after one warm-up run.
 fn best_of(reps: usize, mut f: impl FnMut()) -> f64 {
@@ -71,8 +38,8 @@ fn matvec_bandwidth() {
         (WeightFormat::Q8_0, 262144, 640, "Gemma LM head (DRAM)"),
     ];
     for (f, rows, cols, what) in cases {
-        let w = weights(f, rows, cols, &mut rng);
-        let x = acts(1, cols, &mut rng);
+        let w = random_int8_weights(f, rows, cols, &mut rng);
+        let x = random_acts(1, cols, &mut rng);
         let mut out = vec![0f32; rows];
         for k in KernelSet::all_available() {
             let reps = if k == KernelSet::Scalar { 2 } else { 40 };
@@ -98,8 +65,8 @@ fn gemm_throughput() {
         (WeightFormat::Q4_1, 256, 576, 256),
     ];
     for (f, rows, cols, tokens) in cases {
-        let w = weights(f, rows, cols, &mut rng);
-        let x = acts(tokens, cols, &mut rng);
+        let w = random_int8_weights(f, rows, cols, &mut rng);
+        let x = random_acts(tokens, cols, &mut rng);
         let mut out = vec![0f32; rows * tokens];
         for k in KernelSet::all_available() {
             let reps = if k == KernelSet::Scalar { 1 } else { 20 };

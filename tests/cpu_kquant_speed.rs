@@ -6,49 +6,15 @@
 //! Correctness is `cpu_kernels_match_reference`'s job; this file only checks that every set
 //! agrees with the scalar result on the timed shapes, so that it never times a broken kernel.
 
+mod common;
+
+use common::{random_acts, random_int8_weights, Rng};
 use edgellm::ffi::simd::{self, KernelSet};
-use edgellm::quant::int8::{Q8Acts, WeightFormat};
+use edgellm::quant::int8::WeightFormat;
 use std::time::{Duration, Instant};
 
 /// Each measurement repeats its call for at least this long.
 const MIN_TIME: Duration = Duration::from_millis(300);
-
-struct Rng(u64);
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn uniform(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    }
-}
-
-/// Random blocks with small finite f16 scales at the format's scale offsets.
-fn random_weights(f: WeightFormat, rows: usize, cols: usize, rng: &mut Rng) -> Vec<u8> {
-    let n = rows * cols / f.block_elems() * f.block_bytes();
-    let mut w: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
-    let fields: &[usize] = if f == WeightFormat::Q6K {
-        &[208]
-    } else {
-        &[0, 2]
-    };
-    for blk in w.chunks_exact_mut(f.block_bytes()) {
-        for &o in fields {
-            blk[o..o + 2].copy_from_slice(&half::f16::from_f32(rng.uniform() * 0.05).to_le_bytes());
-        }
-    }
-    w
-}
-
-fn acts(tokens: usize, cols: usize, rng: &mut Rng) -> Q8Acts {
-    let x: Vec<f32> = (0..tokens * cols).map(|_| rng.uniform()).collect();
-    let mut a = Q8Acts::default();
-    simd::quantize_rows(KernelSet::Scalar, &x, tokens, cols, &mut a);
-    a
-}
 
 /// Nanoseconds this thread has run on a CPU (Linux `schedstat`), so that time other processes
 /// take from this machine's shared cores is not counted; wall time where that is unavailable.
@@ -108,8 +74,8 @@ fn kquant_matvec_gb_per_s() {
         (WeightFormat::Q6K, 32768, 2048, "out of cache"),
     ];
     for (f, rows, cols, note) in shapes {
-        let w = random_weights(f, rows, cols, &mut rng);
-        let x = acts(1, cols, &mut rng);
+        let w = random_int8_weights(f, rows, cols, &mut rng);
+        let x = random_acts(1, cols, &mut rng);
         let mut want = vec![0f32; rows];
         simd::dot_rows(KernelSet::Scalar, f, &w, &x.row(0), &mut want);
         for k in KernelSet::all_available() {
@@ -140,8 +106,8 @@ fn kquant_gemm_gmac_per_s() {
         (WeightFormat::Q4K, 2048, 1024),
     ];
     for (f, rows, cols) in shapes {
-        let w = random_weights(f, rows, cols, &mut rng);
-        let x = acts(tokens, cols, &mut rng);
+        let w = random_int8_weights(f, rows, cols, &mut rng);
+        let x = random_acts(tokens, cols, &mut rng);
         let mut want = vec![0f32; tokens * rows];
         simd::gemm(KernelSet::Scalar, f, &w, rows, &x, &mut want, rows);
         for k in KernelSet::all_available() {

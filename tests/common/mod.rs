@@ -83,3 +83,53 @@ pub fn assert_streams_like_decode(vocab: &edgellm::vocab::Vocab, ids: &[u32], te
         assert_eq!(streamed, whole, "streamed {text:?} skip={skip}");
     }
 }
+
+/// A small xorshift generator: deterministic and dependency-free, for the kernel tests.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A value uniform in [-1, 1).
+    pub fn uniform(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+}
+
+/// `rows x cols` random weights in format `f`, every f16 scale field a modest finite value
+/// (random bytes would give NaN/Inf scales).
+pub fn random_int8_weights(f: edgellm::quant::int8::WeightFormat, rows: usize, cols: usize, rng: &mut Rng) -> Vec<u8> {
+    use edgellm::quant::int8::WeightFormat;
+    let n = rows * cols / f.block_elems() * f.block_bytes();
+    let mut w: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
+    let fields: &[usize] = match f {
+        WeightFormat::Q4_0 | WeightFormat::Q5_0 | WeightFormat::Q8_0 => &[0],
+        WeightFormat::Q4_1 | WeightFormat::Q5_1 | WeightFormat::Q4K | WeightFormat::Q5K => &[0, 2],
+        WeightFormat::Q6K => &[208],
+    };
+    for blk in w.chunks_exact_mut(f.block_bytes()) {
+        for &o in fields {
+            blk[o..o + 2].copy_from_slice(&half::f16::from_f32(rng.uniform() * 0.05).to_le_bytes());
+        }
+    }
+    w
+}
+
+/// `x` (`rows x cols`) quantized by the scalar reference.
+pub fn quantized(x: &[f32], rows: usize, cols: usize) -> edgellm::quant::int8::Q8Acts {
+    let mut a = edgellm::quant::int8::Q8Acts::default();
+    edgellm::ffi::simd::quantize_rows(edgellm::ffi::simd::KernelSet::Scalar, x, rows, cols, &mut a);
+    a
+}
+
+/// `tokens x cols` random activations in [-1, 1), quantized by the scalar reference.
+pub fn random_acts(tokens: usize, cols: usize, rng: &mut Rng) -> edgellm::quant::int8::Q8Acts {
+    let x: Vec<f32> = (0..tokens * cols).map(|_| rng.uniform()).collect();
+    quantized(&x, tokens, cols)
+}
