@@ -228,6 +228,16 @@ impl TensorRef {
         self.dtype.bytes_for(self.row_len()).unwrap_or(0)
     }
 
+    /// Drops the process's resident pages of bytes `start..start + len` of this tensor where it
+    /// lives in a file mapping (after a backend copied them elsewhere); reads still work and fault
+    /// the pages back in.
+    pub fn release_pages(&self, start: usize, len: usize) {
+        if let Storage::Mmap(m) = &self.storage {
+            let len = len.min(self.len.saturating_sub(start));
+            crate::ffi::mmap::release_pages(m, self.offset + start, len);
+        }
+    }
+
     /// The bytes of row `i` (panics if out of range; callers index rows they validated).
     pub fn row(&self, i: usize) -> &[u8] {
         let rb = self.row_bytes();

@@ -235,3 +235,37 @@ fn reference_dot_rows_equal_single_dots() {
         assert_eq!(out[2], int8::dot_row(f, &w[2 * w.len() / 3..], &xq.row(0)));
     }
 }
+
+/// The packed (row-interleaved) layout's kernels, where the set has them, against the scalar
+/// reference on the GGUF rows they were packed from: partial last groups, one and two groups per
+/// matrix-vector step, every token-tile tail (8, 4, 2, 1).
+#[test]
+fn packed_kernels_match_scalar_reference() {
+    use edgellm::quant::packed;
+    let mut rng = Rng(0xFACADE);
+    for k in KernelSet::all_available() {
+        for f in ALL.into_iter().filter(|f| packed::packable(*f)) {
+            for (rows, blocks, tokens) in [(1usize, 1usize, 1usize), (15, 2, 3), (16, 3, 1), (17, 5, 15), (33, 9, 1), (48, 18, 8), (70, 20, 13), (64, 2, 2)] {
+                let cols = blocks * f.block_elems();
+                let w = random_int8_weights(f, rows, cols, &mut rng);
+                let rb = w.len() / rows;
+                let p = packed::pack_matrix(f, &w, rb, rows);
+                let x: Vec<f32> = (0..tokens * cols).map(|_| rng.uniform() * 2.0).collect();
+                let xq = quantized(&x, tokens, cols);
+                let ldo = rows + 3;
+                let mut want = vec![0f32; tokens * ldo];
+                let mut got = vec![f32::NAN; tokens * ldo];
+                int8::gemm(f, &w, rb, rows, &xq, &mut want, ldo);
+                simd::packed_gemm(k, f, &p, rows, &xq, &mut got, ldo);
+                for t in 0..tokens {
+                    for r in 0..rows {
+                        let tol = REL_TOL * magnitude(f, &w[r * rb..(r + 1) * rb], &x[t * cols..(t + 1) * cols]);
+                        let (g, e) = (got[t * ldo + r], want[t * ldo + r]);
+                        assert!((g - e).abs() <= tol, "{k:?} {f:?} {rows}x{cols} x{tokens} token {t} row {r}: {g} vs {e}");
+                    }
+                    assert!(got[t * ldo + rows..t * ldo + ldo].iter().all(|v| v.is_nan()), "{k:?} {f:?}: wrote past the rows");
+                }
+            }
+        }
+    }
+}

@@ -40,6 +40,11 @@ pub trait Backend: Send + Sync {
     fn name(&self) -> &'static str;
     /// Makes a weight matrix from a tensor view (the CPU keeps the mmap; CUDA uploads).
     fn matrix(&self, t: &TensorRef) -> Result<Self::Matrix>;
+    /// Makes the token-embedding table, read a row per token by [`Backend::embed`] (a backend may
+    /// keep it as stored where [`Backend::matrix`] would transform it for products).
+    fn embedding_table(&self, t: &TensorRef) -> Result<Self::Matrix> {
+        self.matrix(t)
+    }
     /// Makes a vector from host values.
     fn vector(&self, v: &[f32]) -> Result<Self::Vector>;
     /// A zeroed activation buffer.

@@ -160,7 +160,7 @@ impl<B: Backend> ModelWeights<B> {
         }
         let inv_local = cfg.rope_local.inv_freq(cfg.head_dim);
         Ok(ModelWeights {
-            embed: backend.matrix(&embed_t)?,
+            embed: backend.embedding_table(&embed_t)?,
             output: backend.matrix(&output_t)?,
             output_norm: backend.vector(&output_norm)?,
             layers,

@@ -8,6 +8,7 @@
 
 pub mod blocks;
 pub mod int8;
+pub mod packed;
 
 pub use blocks::{
     BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0,

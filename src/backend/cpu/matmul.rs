@@ -8,6 +8,12 @@
 //! 32): f32 activations times weights dequantized on the fly, the spine's reference arithmetic.
 
 use std::cell::RefCell;
+use std::ops::Range;
+use std::sync::Arc;
+
+use super::packed::PackedMatrix;
+use crate::error::Result;
+use crate::quant::packed::{self, GROUP_ROWS};
 
 use crate::ffi::pool::{Pool, Split};
 use crate::ffi::simd::{self, KernelSet};
@@ -38,17 +44,20 @@ thread_local! {
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// A weight matrix of the CPU backend: the tensor (usually mmapped) and its int8 kernel format.
+/// A weight matrix of the CPU backend: the tensor (usually mmapped), its int8 kernel format, and
+/// the packed copy the int8 kernels read instead of the tensor where the kernel set has one.
 #[derive(Clone, Debug)]
 pub struct CpuMatrix {
     /// The weights, `[rows, cols]`.
     pub tensor: TensorRef,
     /// The integer kernel format, when the int8 path can serve this matrix.
     pub int8: Option<WeightFormat>,
+    /// The weights repacked for the kernels (`crate::quant::packed`), if they were.
+    pub packed: Option<Arc<PackedMatrix>>,
 }
 
 impl CpuMatrix {
-    /// Wraps a tensor, noting whether the integer kernels can serve it.
+    /// Wraps a tensor, noting whether the integer kernels can serve it; nothing is repacked.
     pub fn new(t: &TensorRef) -> CpuMatrix {
         let int8 = match t.dtype {
             DType::Q4_0 => Some(WeightFormat::Q4_0),
@@ -62,7 +71,36 @@ impl CpuMatrix {
             DType::F32 | DType::F16 | DType::BF16 => None,
         };
         let int8 = int8.filter(|_| t.row_len().is_multiple_of(QK8));
-        CpuMatrix { tensor: t.clone(), int8 }
+        CpuMatrix { tensor: t.clone(), int8, packed: None }
+    }
+
+    /// As [`CpuMatrix::new`], repacking the weights (in place of their mapped pages) when
+    /// kernel set `k` has kernels for the packed layout of their format.
+    pub fn packed_for(pool: &Pool, k: KernelSet, t: &TensorRef) -> Result<CpuMatrix> {
+        let mut m = CpuMatrix::new(t);
+        if let Some(f) = m.int8.filter(|f| packed::packable(*f) && simd::has_packed_kernels(k, *f)) {
+            m.packed = Some(Arc::new(PackedMatrix::pack(pool, f, t)?));
+        }
+        Ok(m)
+    }
+
+    /// Weight rows `rows` (starting at a multiple of 16) times every token of `xs` into
+    /// `out[t * ldo + r - rows.start]`, through the packed kernels or the row kernels (`f` is
+    /// `self.int8`).
+    fn int8_product(&self, k: KernelSet, f: WeightFormat, rows: Range<usize>, xs: &Q8Acts, out: &mut [f32], ldo: usize) {
+        let (r0, r1) = (rows.start, rows.end);
+        match &self.packed {
+            Some(p) => simd::packed_gemm(k, f, p.groups(r0, r1), r1 - r0, xs, out, ldo),
+            None => {
+                let rb = self.tensor.row_bytes();
+                let w = &self.tensor.bytes()[r0 * rb..r1 * rb];
+                if xs.rows == 1 {
+                    simd::dot_rows(k, f, w, &xs.row(0), &mut out[..r1 - r0]);
+                } else {
+                    simd::gemm(k, f, w, r1 - r0, xs, out, ldo);
+                }
+            }
+        }
     }
 }
 
@@ -73,29 +111,29 @@ const MAX_TASK_BYTES: usize = 256 << 10;
 /// Weight rows per task for a matrix of `rows` rows of `row_bytes` bytes on `threads` threads.
 fn rows_per_task(rows: usize, row_bytes: usize, threads: usize) -> usize {
     let want = rows.div_ceil(threads * TASKS_PER_THREAD).min(MAX_TASK_BYTES / row_bytes.max(1));
-    want.max(MIN_ROWS_PER_TASK).next_multiple_of(8)
+    want.max(MIN_ROWS_PER_TASK).next_multiple_of(GROUP_ROWS)
 }
 
 /// `out[n, rows] = x[n, cols] · wᵀ` (shapes checked by the caller).
 pub fn matmul(pool: &Pool, kernels: KernelSet, exact: bool, x: &[f32], n: usize, w: &CpuMatrix, out: &mut [f32]) {
     match w.int8 {
-        Some(f) if !exact => matmul_int8(pool, kernels, f, x, n, &w.tensor, out),
+        Some(f) if !exact => matmul_int8(pool, kernels, f, x, n, w, out),
         _ => matmul_f32(pool, x, n, &w.tensor, out),
     }
 }
 
-fn matmul_int8(pool: &Pool, k: KernelSet, f: WeightFormat, x: &[f32], n: usize, w: &TensorRef, out: &mut [f32]) {
-    let (rows, cols, rb) = (w.n_rows(), w.row_len(), w.row_bytes());
-    let bytes = w.bytes();
-    let per = rows_per_task(rows, w.row_bytes(), pool.threads());
+fn matmul_int8(pool: &Pool, k: KernelSet, f: WeightFormat, x: &[f32], n: usize, w: &CpuMatrix, out: &mut [f32]) {
+    let (rows, cols) = (w.tensor.n_rows(), w.tensor.row_len());
+    let per = rows_per_task(rows, w.tensor.row_bytes(), pool.threads());
     if n == 1 {
         ACTS.with(|acts| {
             let mut acts = acts.borrow_mut();
             simd::quantize_rows(k, x, 1, cols, &mut acts);
-            let xr = acts.row(0);
+            let acts = &*acts;
             pool.chunks_mut(out, per, |c, o| {
                 let r0 = c * per;
-                simd::dot_rows(k, f, &bytes[r0 * rb..(r0 + o.len()) * rb], &xr, o);
+                let len = o.len();
+                w.int8_product(k, f, r0..r0 + len, acts, o, len);
             });
         });
         return;
@@ -119,7 +157,7 @@ fn matmul_int8(pool: &Pool, k: KernelSet, f: WeightFormat, x: &[f32], n: usize, 
             OUT_TILE.with(|buf| {
                 let mut buf = buf.borrow_mut();
                 buf.resize(acts.rows * (r1 - r0), 0.0);
-                simd::gemm(k, f, &bytes[r0 * rb..r1 * rb], r1 - r0, acts, &mut buf, r1 - r0);
+                w.int8_product(k, f, r0..r1, acts, &mut buf, r1 - r0);
                 for (i, tok) in tile.rows.clone().enumerate() {
                     tile.row_mut(tok).copy_from_slice(&buf[i * (r1 - r0)..(i + 1) * (r1 - r0)]);
                 }
@@ -130,14 +168,14 @@ fn matmul_int8(pool: &Pool, k: KernelSet, f: WeightFormat, x: &[f32], n: usize, 
 
 /// Several products sharing the input row `x` (one token), run as one pool step: the input is
 /// quantized once and the tasks of all matrices are handed out together.
-pub fn matmul_many_int8(pool: &Pool, k: KernelSet, x: &[f32], ws: &[(WeightFormat, &TensorRef)], outs: &mut [&mut [f32]]) {
+pub fn matmul_many_int8(pool: &Pool, k: KernelSet, x: &[f32], ws: &[(WeightFormat, &CpuMatrix)], outs: &mut [&mut [f32]]) {
     ACTS.with(|acts| {
         let mut acts = acts.borrow_mut();
         simd::quantize_rows(k, x, 1, x.len(), &mut acts);
-        let xr = acts.row(0);
+        let acts = &*acts;
         let mut pieces: Vec<(usize, usize, &mut [f32])> = Vec::new();
         for (m, o) in outs.iter_mut().enumerate() {
-            let per = rows_per_task(o.len(), ws[m].1.row_bytes(), pool.threads());
+            let per = rows_per_task(o.len(), ws[m].1.tensor.row_bytes(), pool.threads());
             for (c, piece) in o.chunks_mut(per).enumerate() {
                 pieces.push((m, c * per, piece));
             }
@@ -145,8 +183,8 @@ pub fn matmul_many_int8(pool: &Pool, k: KernelSet, x: &[f32], ws: &[(WeightForma
         pool.chunks_mut(&mut pieces, 1, |_, p| {
             let (m, r0, ref mut o) = p[0];
             let (f, w) = ws[m];
-            let rb = w.row_bytes();
-            simd::dot_rows(k, f, &w.bytes()[r0 * rb..(r0 + o.len()) * rb], &xr, o);
+            let len = o.len();
+            w.int8_product(k, f, r0..r0 + len, acts, o, len);
         });
     });
 }

@@ -9,6 +9,7 @@ mod attention;
 mod kv;
 mod matmul;
 mod ops;
+mod packed;
 
 use std::sync::Arc;
 
@@ -109,6 +110,14 @@ impl Backend for CpuBackend {
     }
 
     fn matrix(&self, t: &TensorRef) -> Result<CpuMatrix> {
+        if self.exact {
+            return Ok(CpuMatrix::new(t));
+        }
+        CpuMatrix::packed_for(&self.pool, self.kernels, t)
+    }
+
+    fn embedding_table(&self, t: &TensorRef) -> Result<CpuMatrix> {
+        // Rows are read one token at a time: no repacking, the mapped pages serve.
         Ok(CpuMatrix::new(t))
     }
 
@@ -194,7 +203,7 @@ impl Backend for CpuBackend {
     }
 
     fn matmul_many(&self, x: &CpuAct, ws: &[&CpuMatrix], outs: &mut [&mut CpuAct]) -> Result<()> {
-        let fused: Option<Vec<_>> = ws.iter().map(|w| w.int8.map(|f| (f, &w.tensor))).collect();
+        let fused: Option<Vec<_>> = ws.iter().map(|w| w.int8.map(|f| (f, *w))).collect();
         match fused {
             Some(fw) if x.rows == 1 && !self.exact && ws.len() == outs.len() => {
                 for (w, o) in ws.iter().zip(outs.iter()) {

@@ -18,13 +18,23 @@ pub mod neon;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_kquant;
 #[cfg(target_arch = "x86_64")]
+pub mod x86_packed;
+#[cfg(target_arch = "x86_64")]
 pub mod x86_q32;
 
 mod kinds;
 
 pub use kinds::{DotRowsFn, GemmFn, KernelSet, QuantizeFn};
+use crate::quant::packed::{self, GROUP_ROWS};
 use int8::{Q8Acts, Q8Row, WeightFormat, QK8};
 use std::sync::OnceLock;
+
+/// Kernel signature of a packed matrix product ([`packed_gemm`]): `groups` holds the packed
+/// groups of `n_rows` rows, `out[t * ldo + r]` gets row `r` against token `t` of `xs`.
+///
+/// # Safety
+/// The CPU must support the kernel's instruction set.
+pub type PackedGemmFn = unsafe fn(groups: &[u8], n_rows: usize, xs: &Q8Acts, out: &mut [f32], ldo: usize);
 
 /// The set used by default: the richest available, capped by `EDGELLM_CPU_KERNELS`.
 pub fn active() -> KernelSet {
@@ -153,6 +163,59 @@ pub fn quantize_rows(k: KernelSet, x: &[f32], rows: usize, cols: usize, out: &mu
             // and the slices were sized by `reshape`.
             Some(q) => unsafe { q(xr, qs, d, s, bs) },
             None => int8::quantize_row(xr, qs, d, s, bs),
+        }
+    }
+}
+
+/// Whether kernel set `k` has kernels for the row-interleaved layout of [`crate::quant::packed`]
+/// (weights are repacked at load only for such a set).
+pub fn has_packed_kernels(k: KernelSet, f: WeightFormat) -> bool {
+    select_packed(k, f).is_some()
+}
+
+fn select_packed(k: KernelSet, f: WeightFormat) -> Option<PackedGemmFn> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if k == KernelSet::Avx512 && k.available() {
+            return x86_packed::gemm_fn(f);
+        }
+    }
+    let _ = (k, f);
+    None
+}
+
+/// Matrix product of packed weights (`groups`: the `ceil(n_rows / 16)` groups of a matrix of
+/// format `f`, `xs.cols` wide) with every row of `xs`: `out[t * ldo + r]`. Falls back to the
+/// scalar reference where `k` has no packed kernel.
+///
+/// Panics if the lengths disagree.
+pub fn packed_gemm(k: KernelSet, f: WeightFormat, groups: &[u8], n_rows: usize, xs: &Q8Acts, out: &mut [f32], ldo: usize) {
+    if n_rows == 0 || xs.rows == 0 {
+        return;
+    }
+    let nb = xs.cols / QK8;
+    assert!(packed::packable(f) && xs.cols == nb * QK8, "packed gemm: {f:?} with {} columns", xs.cols);
+    assert_eq!(groups.len(), n_rows.div_ceil(GROUP_ROWS) * packed::group_bytes(f, nb), "packed gemm: weight bytes");
+    assert!(ldo >= n_rows && out.len() >= (xs.rows - 1) * ldo + n_rows, "packed gemm: output of {} for {}x{n_rows} (ldo {ldo})", out.len(), xs.rows);
+    assert!(xs.qs.len() >= xs.rows * xs.cols && xs.d.len() >= xs.rows * nb && xs.s.len() >= xs.rows * nb, "packed gemm: activations");
+    match select_packed(k, f) {
+        // SAFETY: `select_packed` only returns kernels whose instruction set is available; the
+        // lengths were checked above.
+        Some(kernel) => unsafe { kernel(groups, n_rows, xs, out, ldo) },
+        None => packed_gemm_reference(f, groups, n_rows, xs, out, ldo),
+    }
+}
+
+/// The scalar reference of [`packed_gemm`] (lengths as it checks).
+pub fn packed_gemm_reference(f: WeightFormat, groups: &[u8], n_rows: usize, xs: &Q8Acts, out: &mut [f32], ldo: usize) {
+    let nb = xs.cols / QK8;
+    let gb = packed::group_bytes(f, nb);
+    for t in 0..xs.rows {
+        let x = xs.row(t);
+        for (g, group) in groups.chunks_exact(gb.max(1)).enumerate() {
+            let res = packed::dot_group(f, group, nb, &x);
+            let (r0, r1) = (g * GROUP_ROWS, n_rows.min((g + 1) * GROUP_ROWS));
+            out[t * ldo + r0..t * ldo + r1].copy_from_slice(&res[..r1 - r0]);
         }
     }
 }

@@ -1,0 +1,244 @@
+//! AVX-512 VNNI kernels over the row-interleaved layout of [`crate::quant::packed`].
+//!
+//! A 512-bit register holds four consecutive weights of each of 16 rows, so `vpdpbusd` against
+//! four activation bytes broadcast to every lane advances 16 row sums at once; eight such steps
+//! finish a 32-weight block, after which one conversion and two multiply-adds apply the block's
+//! scales to all 16 rows. Per 512 multiply-accumulates that is 8 integer dots, 8 broadcast loads
+//! and 4 float operations, against 16 dots and 16 conversions and multiply-adds for the GGUF row
+//! layout (`x86_q32`). Tiles: matrix-vector products take two groups (32 rows) per step, which
+//! keeps two independent chains in flight; matrix products take one group against 8 tokens, so each
+//! unpacked block serves all of them.
+
+use super::int8::{Q8Acts, Q8Row, WeightFormat, QK8};
+use crate::quant::packed::{self, GROUP_ROWS};
+use std::arch::x86_64::*;
+
+/// Format codes used as const generic parameters.
+const Q4_0: u8 = 0;
+const Q4_1: u8 = 1;
+const Q5_0: u8 = 2;
+const Q5_1: u8 = 3;
+const Q8_0: u8 = 4;
+
+/// Tokens per matrix-product tile.
+const TOKENS: usize = 8;
+
+/// How far ahead the matrix-vector tile prefetches a group's stream.
+const PREFETCH_BYTES: usize = 4096;
+
+/// The [`WeightFormat`] of a format code.
+const fn format_of(f: u8) -> WeightFormat {
+    match f {
+        Q4_0 => WeightFormat::Q4_0,
+        Q4_1 => WeightFormat::Q4_1,
+        Q5_0 => WeightFormat::Q5_0,
+        Q5_1 => WeightFormat::Q5_1,
+        _ => WeightFormat::Q8_0,
+    }
+}
+
+/// Dots of `G` consecutive packed groups (from `g0`, `gb` bytes apart, `nb` blocks each) with `T`
+/// activation rows: `result[g][t]` holds the 16 rows of group `g` against token `t`.
+///
+/// # Safety
+/// `g0` must be readable for `G * gb` bytes with `gb >= packed::group_bytes(F, nb)`, and every
+/// `x[t]` must hold `nb` blocks (`qs`, `d`, `s` sized accordingly).
+#[allow(clippy::incompatible_msrv)] // AVX-512 intrinsics: stable since 1.89
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn tile<const F: u8, const G: usize, const T: usize>(
+    g0: *const u8,
+    gb: usize,
+    nb: usize,
+    x: &[Q8Row; T],
+) -> [[__m512; T]; G] {
+    let f = format_of(F);
+    let (qb, sb) = (packed::quant_bytes(f), packed::scale_bytes(f));
+    let low = _mm512_set1_epi8(0x0F);
+    let fifth = _mm512_set1_epi8(0x10);
+    let neg_offset = _mm512_set1_ps(-packed::offset(f));
+    let zero = _mm512_setzero_si512();
+    let mut acc = [[_mm512_setzero_ps(); T]; G];
+    for b in 0..nb {
+        let mut w = [[zero; 8]; G];
+        let mut dw = [_mm512_setzero_ps(); G];
+        let mut cw = [_mm512_setzero_ps(); G];
+        for g in 0..G {
+            // SAFETY (block): block b < nb of group g < G: its quant section (qb bytes at
+            // g*gb + b*qb) and scale section (sb bytes after the nb quant sections) lie inside the
+            // G * gb readable bytes. Loads are unaligned; prefetches never fault.
+            unsafe {
+                let q = g0.add(g * gb + b * qb);
+                if T == 1 {
+                    _mm_prefetch::<_MM_HINT_T0>(q.wrapping_add(PREFETCH_BYTES) as *const i8);
+                }
+                if F == Q8_0 {
+                    for (s, ws) in w[g].iter_mut().enumerate() {
+                        *ws = _mm512_loadu_si512(q.add(64 * s) as *const __m512i);
+                    }
+                } else {
+                    for m in 0..4 {
+                        let v = _mm512_loadu_si512(q.add(64 * m) as *const __m512i);
+                        w[g][m] = _mm512_and_si512(v, low);
+                        w[g][m + 4] = _mm512_and_si512(_mm512_srli_epi16::<4>(v), low);
+                    }
+                    if F == Q5_0 || F == Q5_1 {
+                        for (s, ws) in w[g].iter_mut().enumerate() {
+                            let k = (q.add(256 + 8 * s) as *const u64).read_unaligned();
+                            *ws = _mm512_mask_add_epi8(*ws, k, *ws, fifth);
+                        }
+                    }
+                }
+                let sc = g0.add(g * gb + nb * qb + b * sb);
+                dw[g] = _mm512_cvtph_ps(_mm256_loadu_si256(sc as *const __m256i));
+                cw[g] = if F == Q4_1 || F == Q5_1 {
+                    _mm512_cvtph_ps(_mm256_loadu_si256(sc.add(32) as *const __m256i))
+                } else {
+                    _mm512_mul_ps(dw[g], neg_offset)
+                };
+            }
+        }
+        for t in 0..T {
+            // SAFETY: block b < nb of token t's quants: 32 bytes at b * 32, read as 8 i32.
+            let xb: [__m512i; 8] = unsafe {
+                let xp = x[t].qs.as_ptr().add(b * QK8) as *const i32;
+                std::array::from_fn(|s| _mm512_set1_epi32(xp.add(s).read_unaligned()))
+            };
+            let da = _mm512_set1_ps(x[t].d[b]);
+            let sa = _mm512_set1_ps(x[t].s[b]);
+            for g in 0..G {
+                let mut lo = _mm512_dpbusd_epi32(zero, w[g][0], xb[0]);
+                let mut hi = _mm512_dpbusd_epi32(zero, w[g][4], xb[4]);
+                for s in 1..4 {
+                    lo = _mm512_dpbusd_epi32(lo, w[g][s], xb[s]);
+                    hi = _mm512_dpbusd_epi32(hi, w[g][s + 4], xb[s + 4]);
+                }
+                let sum = _mm512_cvtepi32_ps(_mm512_add_epi32(lo, hi));
+                acc[g][t] = _mm512_fmadd_ps(sum, _mm512_mul_ps(dw[g], da), acc[g][t]);
+                acc[g][t] = _mm512_fmadd_ps(cw[g], sa, acc[g][t]);
+            }
+        }
+    }
+    acc
+}
+
+/// Writes the first `n` of 16 row results to `out`.
+#[allow(clippy::incompatible_msrv)]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn store_rows(v: __m512, out: &mut [f32]) {
+    let mut tmp = [0f32; GROUP_ROWS];
+    // SAFETY: `tmp` holds 16 floats.
+    unsafe { _mm512_storeu_ps(tmp.as_mut_ptr(), v) };
+    let n = out.len().min(GROUP_ROWS);
+    out[..n].copy_from_slice(&tmp[..n]);
+}
+
+/// Group `g`'s `T`-token tile from token `t0`, stored into `out`.
+///
+/// # Safety
+/// As [`tile`] for one group at `groups[g * gb..]`, with tokens `t0..t0 + T` of `xs`.
+#[allow(clippy::incompatible_msrv, clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn gemm_tokens<const F: u8, const T: usize>(
+    groups: &[u8],
+    gb: usize,
+    g: usize,
+    n_rows: usize,
+    xs: &Q8Acts,
+    t0: usize,
+    out: &mut [f32],
+    ldo: usize,
+) {
+    let nb = xs.cols / QK8;
+    let x: [Q8Row; T] = std::array::from_fn(|i| xs.row(t0 + i));
+    // SAFETY: the caller guarantees group g and tokens t0..t0+T.
+    let res = unsafe { tile::<F, 1, T>(groups.as_ptr().add(g * gb), gb, nb, &x) };
+    let (r0, r1) = (g * GROUP_ROWS, n_rows.min((g + 1) * GROUP_ROWS));
+    for (i, v) in res[0].iter().enumerate() {
+        let o = (t0 + i) * ldo;
+        store_rows(*v, &mut out[o + r0..o + r1]);
+    }
+}
+
+/// Packed matrix product ([`super::PackedGemmFn`]) for format `F`: `out[t * ldo + r]` for the
+/// `n_rows` rows held by `groups` and every token of `xs`.
+///
+/// # Safety
+/// The CPU must have AVX-512 VNNI; the safe wrapper checks the lengths (checked again here).
+#[allow(clippy::incompatible_msrv)]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn gemm<const F: u8>(
+    groups: &[u8],
+    n_rows: usize,
+    xs: &Q8Acts,
+    out: &mut [f32],
+    ldo: usize,
+) {
+    let f = format_of(F);
+    let nb = xs.cols / QK8;
+    let gb = packed::group_bytes(f, nb);
+    let ng = n_rows.div_ceil(GROUP_ROWS);
+    let fits = xs.cols == nb * QK8
+        && groups.len() >= ng * gb
+        && xs.qs.len() >= xs.rows * xs.cols
+        && xs.d.len() >= xs.rows * nb
+        && xs.s.len() >= xs.rows * nb
+        && ldo >= n_rows
+        && (xs.rows == 0 || out.len() >= (xs.rows - 1) * ldo + n_rows);
+    if !fits {
+        return super::packed_gemm_reference(f, groups, n_rows, xs, out, ldo);
+    }
+    if xs.rows == 1 {
+        let x = [xs.row(0)];
+        let mut g = 0;
+        while g < ng {
+            let (r0, r1) = (g * GROUP_ROWS, n_rows.min((g + 2) * GROUP_ROWS));
+            if ng - g >= 2 {
+                // SAFETY: groups g, g+1 < ng lie inside `groups` (checked above).
+                let res = unsafe { tile::<F, 2, 1>(groups.as_ptr().add(g * gb), gb, nb, &x) };
+                store_rows(res[0][0], &mut out[r0..r0 + GROUP_ROWS]);
+                store_rows(res[1][0], &mut out[r0 + GROUP_ROWS..r1]);
+                g += 2;
+            } else {
+                // SAFETY: group g < ng.
+                let res = unsafe { tile::<F, 1, 1>(groups.as_ptr().add(g * gb), gb, nb, &x) };
+                store_rows(res[0][0], &mut out[r0..r1]);
+                g += 1;
+            }
+        }
+        return;
+    }
+    for g in 0..ng {
+        let mut t = 0;
+        // SAFETY (all calls): group g < ng and tokens t..t+T < xs.rows, checked above.
+        unsafe {
+            while xs.rows - t >= TOKENS {
+                gemm_tokens::<F, TOKENS>(groups, gb, g, n_rows, xs, t, out, ldo);
+                t += TOKENS;
+            }
+            if xs.rows - t >= 4 {
+                gemm_tokens::<F, 4>(groups, gb, g, n_rows, xs, t, out, ldo);
+                t += 4;
+            }
+            if xs.rows - t >= 2 {
+                gemm_tokens::<F, 2>(groups, gb, g, n_rows, xs, t, out, ldo);
+                t += 2;
+            }
+            if xs.rows - t >= 1 {
+                gemm_tokens::<F, 1>(groups, gb, g, n_rows, xs, t, out, ldo);
+            }
+        }
+    }
+}
+
+/// The packed matrix-product kernel for `f`, if it has a packed layout.
+pub fn gemm_fn(f: WeightFormat) -> Option<super::PackedGemmFn> {
+    Some(match f {
+        WeightFormat::Q4_0 => gemm::<Q4_0>,
+        WeightFormat::Q4_1 => gemm::<Q4_1>,
+        WeightFormat::Q5_0 => gemm::<Q5_0>,
+        WeightFormat::Q5_1 => gemm::<Q5_1>,
+        WeightFormat::Q8_0 => gemm::<Q8_0>,
+        _ => return None,
+    })
+}
