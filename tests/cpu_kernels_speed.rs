@@ -94,6 +94,8 @@ fn packed_layout_speed() {
         (WeightFormat::Q4_1, 576, 1536),
         (WeightFormat::Q5_0, 2048, 640),
         (WeightFormat::Q8_0, 1024, 576),
+        (WeightFormat::Q4K, 640, 1024),
+        (WeightFormat::Q6K, 640, 2048),
         (WeightFormat::Q8_0, 49152, 576),
         (WeightFormat::Q8_0, 262144, 640),
     ];

@@ -37,7 +37,7 @@ impl PackedMatrix {
     /// releases the tensor's mapped pages.
     pub fn pack(pool: &Pool, f: WeightFormat, t: &TensorRef) -> Result<PackedMatrix> {
         let (rows, rb) = (t.n_rows(), t.row_bytes());
-        let gb = packed::group_bytes(f, rb / f.block_bytes());
+        let gb = packed::group_bytes(f, t.row_len());
         let n_groups = rows.div_ceil(GROUP_ROWS);
         let len = n_groups * gb;
         let mut data = memmap2::MmapOptions::new()

@@ -194,10 +194,10 @@ pub fn packed_gemm(k: KernelSet, f: WeightFormat, groups: &[u8], n_rows: usize, 
         return;
     }
     let nb = xs.cols / QK8;
-    assert!(packed::packable(f) && xs.cols == nb * QK8, "packed gemm: {f:?} with {} columns", xs.cols);
-    assert_eq!(groups.len(), n_rows.div_ceil(GROUP_ROWS) * packed::group_bytes(f, nb), "packed gemm: weight bytes");
+    assert!(packed::packable(f) && xs.cols.is_multiple_of(f.block_elems()), "packed gemm: {f:?} with {} columns", xs.cols);
+    assert_eq!(groups.len(), n_rows.div_ceil(GROUP_ROWS) * packed::group_bytes(f, xs.cols), "packed gemm: weight bytes");
     assert!(ldo >= n_rows && out.len() >= (xs.rows - 1) * ldo + n_rows, "packed gemm: output of {} for {}x{n_rows} (ldo {ldo})", out.len(), xs.rows);
-    assert!(xs.qs.len() >= xs.rows * xs.cols && xs.d.len() >= xs.rows * nb && xs.s.len() >= xs.rows * nb, "packed gemm: activations");
+    assert!(xs.qs.len() >= xs.rows * xs.cols && xs.d.len() >= xs.rows * nb && xs.s.len() >= xs.rows * nb && xs.bsums.len() >= xs.rows * 2 * nb, "packed gemm: activations");
     match select_packed(k, f) {
         // SAFETY: `select_packed` only returns kernels whose instruction set is available; the
         // lengths were checked above.
@@ -208,12 +208,11 @@ pub fn packed_gemm(k: KernelSet, f: WeightFormat, groups: &[u8], n_rows: usize, 
 
 /// The scalar reference of [`packed_gemm`] (lengths as it checks).
 pub fn packed_gemm_reference(f: WeightFormat, groups: &[u8], n_rows: usize, xs: &Q8Acts, out: &mut [f32], ldo: usize) {
-    let nb = xs.cols / QK8;
-    let gb = packed::group_bytes(f, nb);
+    let gb = packed::group_bytes(f, xs.cols);
     for t in 0..xs.rows {
         let x = xs.row(t);
         for (g, group) in groups.chunks_exact(gb.max(1)).enumerate() {
-            let res = packed::dot_group(f, group, nb, &x);
+            let res = packed::dot_group(f, group, xs.cols, &x);
             let (r0, r1) = (g * GROUP_ROWS, n_rows.min((g + 1) * GROUP_ROWS));
             out[t * ldo + r0..t * ldo + r1].copy_from_slice(&res[..r1 - r0]);
         }

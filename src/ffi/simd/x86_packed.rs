@@ -19,6 +19,8 @@ const Q4_1: u8 = 1;
 const Q5_0: u8 = 2;
 const Q5_1: u8 = 3;
 const Q8_0: u8 = 4;
+const Q4K: u8 = 5;
+const Q6K: u8 = 6;
 
 /// Tokens per matrix-product tile.
 const TOKENS: usize = 8;
@@ -33,88 +35,212 @@ const fn format_of(f: u8) -> WeightFormat {
         Q4_1 => WeightFormat::Q4_1,
         Q5_0 => WeightFormat::Q5_0,
         Q5_1 => WeightFormat::Q5_1,
+        Q4K => WeightFormat::Q4K,
+        Q6K => WeightFormat::Q6K,
         _ => WeightFormat::Q8_0,
     }
 }
 
-/// Dots of `G` consecutive packed groups (from `g0`, `gb` bytes apart, `nb` blocks each) with `T`
-/// activation rows: `result[g][t]` holds the 16 rows of group `g` against token `t`.
+/// One 32-weight block of 16 rows, ready for the dots: `w[s]` holds weights `4s..4s+4` of every
+/// row as unsigned bytes; `d0`/`d1` scale the integer sums of steps 0-3 / 4-7 (equal except for
+/// Q6_K's 16-weight scales); `c` is the per-row term multiplied by the activation block's `s`
+/// (minimum, or offset times scale; Q6_K subtracts its offset in integers instead).
+#[derive(Clone, Copy)]
+struct Block {
+    w: [__m512i; 8],
+    d0: __m512,
+    d1: __m512,
+    c: __m512,
+}
+
+/// Loads 32-weight block `b` (counted over the row) of the packed group at `g` (`cols` columns).
 ///
 /// # Safety
-/// `g0` must be readable for `G * gb` bytes with `gb >= packed::group_bytes(F, nb)`, and every
-/// `x[t]` must hold `nb` blocks (`qs`, `d`, `s` sized accordingly).
+/// `g` must be readable for `packed::group_bytes(F, cols)` bytes and `b < cols / 32`.
+#[allow(clippy::incompatible_msrv)] // AVX-512 intrinsics: stable since 1.89
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn load_block<const F: u8>(g: *const u8, cols: usize, b: usize, prefetch: bool) -> Block {
+    let f = format_of(F);
+    let (qb, sb) = (packed::quant_bytes(f), packed::scale_bytes(f));
+    let per_unit = f.block_elems() / QK8;
+    let (unit, sub) = (b / per_unit, b % per_unit);
+    let low = _mm512_set1_epi8(0x0F);
+    let zero = _mm512_setzero_si512();
+    let mut w = [zero; 8];
+    // SAFETY (block): unit < cols / block_elems: its quant section (qb bytes at unit * qb) and
+    // scale section (sb bytes after all quant sections) lie inside the group; every offset below
+    // plus its read width stays inside those sections (layout in `crate::quant::packed`). Loads
+    // are unaligned; prefetches never fault.
+    unsafe {
+        let q = g.add(unit * qb);
+        let sc = g.add(cols / f.block_elems() * qb + unit * sb);
+        if prefetch {
+            _mm_prefetch::<_MM_HINT_T0>(q.wrapping_add(PREFETCH_BYTES) as *const i8);
+        }
+        match F {
+            Q8_0 => {
+                for (s, ws) in w.iter_mut().enumerate() {
+                    *ws = _mm512_loadu_si512(q.add(64 * s) as *const __m512i);
+                }
+            }
+            Q4K => {
+                let chunks = q.add(512 * (sub / 2));
+                for (s, ws) in w.iter_mut().enumerate() {
+                    let v = _mm512_loadu_si512(chunks.add(64 * s) as *const __m512i);
+                    *ws = if sub % 2 == 0 {
+                        _mm512_and_si512(v, low)
+                    } else {
+                        _mm512_and_si512(_mm512_srli_epi16::<4>(v), low)
+                    };
+                }
+            }
+            _ => {
+                let q = if F == Q6K { q.add(384 * sub) } else { q };
+                for m in 0..4 {
+                    let v = _mm512_loadu_si512(q.add(64 * m) as *const __m512i);
+                    w[m] = _mm512_and_si512(v, low);
+                    w[m + 4] = _mm512_and_si512(_mm512_srli_epi16::<4>(v), low);
+                }
+                if F == Q5_0 || F == Q5_1 {
+                    let fifth = _mm512_set1_epi8(0x10);
+                    for (s, ws) in w.iter_mut().enumerate() {
+                        let k = (q.add(256 + 8 * s) as *const u64).read_unaligned();
+                        *ws = _mm512_mask_add_epi8(*ws, k, *ws, fifth);
+                    }
+                }
+                if F == Q6K {
+                    // Bits 4-5: the two high bits of step 4h+k sit at bits 2k of chunk h; shift
+                    // them to 4-5 and merge (ternary logic: w | (v & 0x30)).
+                    let top = _mm512_set1_epi8(0x30);
+                    for h in 0..2 {
+                        let v = _mm512_loadu_si512(q.add(256 + 64 * h) as *const __m512i);
+                        let parts = [
+                            _mm512_slli_epi16::<4>(v),
+                            _mm512_slli_epi16::<2>(v),
+                            v,
+                            _mm512_srli_epi16::<2>(v),
+                        ];
+                        for (k, p) in parts.iter().enumerate() {
+                            w[4 * h + k] = _mm512_ternarylogic_epi32::<0xF8>(w[4 * h + k], *p, top);
+                        }
+                    }
+                }
+            }
+        }
+        let d = _mm512_cvtph_ps(_mm256_loadu_si256(sc as *const __m256i));
+        match F {
+            Q4K => {
+                let dmin = _mm512_cvtph_ps(_mm256_loadu_si256(sc.add(32) as *const __m256i));
+                let s = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(
+                    sc.add(64 + 16 * sub) as *const __m128i,
+                )));
+                let m = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(
+                    sc.add(192 + 16 * sub) as *const __m128i,
+                )));
+                let ds = _mm512_mul_ps(d, s);
+                Block {
+                    w,
+                    d0: ds,
+                    d1: ds,
+                    c: _mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(dmin, m)),
+                }
+            }
+            Q6K => {
+                let s0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(
+                    sc.add(32 + 16 * (2 * sub)) as *const __m128i,
+                )));
+                let s1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(
+                    sc.add(32 + 16 * (2 * sub + 1)) as *const __m128i,
+                )));
+                Block {
+                    w,
+                    d0: _mm512_mul_ps(d, s0),
+                    d1: _mm512_mul_ps(d, s1),
+                    c: _mm512_setzero_ps(),
+                }
+            }
+            Q4_1 | Q5_1 => Block {
+                w,
+                d0: d,
+                d1: d,
+                c: _mm512_cvtph_ps(_mm256_loadu_si256(sc.add(32) as *const __m256i)),
+            },
+            _ => Block {
+                w,
+                d0: d,
+                d1: d,
+                c: _mm512_mul_ps(d, _mm512_set1_ps(-packed::offset(f))),
+            },
+        }
+    }
+}
+
+/// Dots of `G` consecutive packed groups (from `g0`, `gb` bytes apart, `cols` columns each) with
+/// `T` activation rows: `result[g][t]` holds the 16 rows of group `g` against token `t`.
+///
+/// # Safety
+/// `g0` must be readable for `G * gb` bytes with `gb >= packed::group_bytes(F, cols)`, and every
+/// `x[t]` must hold `cols` values (`qs`, `d`, `s`, `bsums` sized accordingly).
 #[allow(clippy::incompatible_msrv)] // AVX-512 intrinsics: stable since 1.89
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn tile<const F: u8, const G: usize, const T: usize>(
     g0: *const u8,
     gb: usize,
-    nb: usize,
+    cols: usize,
     x: &[Q8Row; T],
 ) -> [[__m512; T]; G] {
-    let f = format_of(F);
-    let (qb, sb) = (packed::quant_bytes(f), packed::scale_bytes(f));
-    let low = _mm512_set1_epi8(0x0F);
-    let fifth = _mm512_set1_epi8(0x10);
-    let neg_offset = _mm512_set1_ps(-packed::offset(f));
     let zero = _mm512_setzero_si512();
     let mut acc = [[_mm512_setzero_ps(); T]; G];
-    for b in 0..nb {
-        let mut w = [[zero; 8]; G];
-        let mut dw = [_mm512_setzero_ps(); G];
-        let mut cw = [_mm512_setzero_ps(); G];
-        for g in 0..G {
-            // SAFETY (block): block b < nb of group g < G: its quant section (qb bytes at
-            // g*gb + b*qb) and scale section (sb bytes after the nb quant sections) lie inside the
-            // G * gb readable bytes. Loads are unaligned; prefetches never fault.
-            unsafe {
-                let q = g0.add(g * gb + b * qb);
-                if T == 1 {
-                    _mm_prefetch::<_MM_HINT_T0>(q.wrapping_add(PREFETCH_BYTES) as *const i8);
-                }
-                if F == Q8_0 {
-                    for (s, ws) in w[g].iter_mut().enumerate() {
-                        *ws = _mm512_loadu_si512(q.add(64 * s) as *const __m512i);
-                    }
-                } else {
-                    for m in 0..4 {
-                        let v = _mm512_loadu_si512(q.add(64 * m) as *const __m512i);
-                        w[g][m] = _mm512_and_si512(v, low);
-                        w[g][m + 4] = _mm512_and_si512(_mm512_srli_epi16::<4>(v), low);
-                    }
-                    if F == Q5_0 || F == Q5_1 {
-                        for (s, ws) in w[g].iter_mut().enumerate() {
-                            let k = (q.add(256 + 8 * s) as *const u64).read_unaligned();
-                            *ws = _mm512_mask_add_epi8(*ws, k, *ws, fifth);
-                        }
-                    }
-                }
-                let sc = g0.add(g * gb + nb * qb + b * sb);
-                dw[g] = _mm512_cvtph_ps(_mm256_loadu_si256(sc as *const __m256i));
-                cw[g] = if F == Q4_1 || F == Q5_1 {
-                    _mm512_cvtph_ps(_mm256_loadu_si256(sc.add(32) as *const __m256i))
-                } else {
-                    _mm512_mul_ps(dw[g], neg_offset)
-                };
-            }
+    for b in 0..cols / QK8 {
+        // Plain loops, not `array::from_fn`: a closure does not inherit `target_feature`, so the
+        // loads would not inline (measured: 30% slower decode).
+        let empty = Block {
+            w: [zero; 8],
+            d0: _mm512_setzero_ps(),
+            d1: _mm512_setzero_ps(),
+            c: _mm512_setzero_ps(),
+        };
+        let mut blocks = [empty; G];
+        for (g, blk) in blocks.iter_mut().enumerate() {
+            // SAFETY: group g < G lies at g0 + g * gb; b < cols / 32.
+            *blk = unsafe { load_block::<F>(g0.add(g * gb), cols, b, T == 1) };
         }
         for t in 0..T {
-            // SAFETY: block b < nb of token t's quants: 32 bytes at b * 32, read as 8 i32.
-            let xb: [__m512i; 8] = unsafe {
-                let xp = x[t].qs.as_ptr().add(b * QK8) as *const i32;
-                std::array::from_fn(|s| _mm512_set1_epi32(xp.add(s).read_unaligned()))
-            };
+            let mut xb = [zero; 8];
+            for (s, v) in xb.iter_mut().enumerate() {
+                // SAFETY: block b < cols / 32 of token t's quants: 32 bytes at b * 32, read as 8 i32.
+                *v = _mm512_set1_epi32(unsafe {
+                    (x[t].qs.as_ptr().add(b * QK8 + 4 * s) as *const i32).read_unaligned()
+                });
+            }
             let da = _mm512_set1_ps(x[t].d[b]);
-            let sa = _mm512_set1_ps(x[t].s[b]);
-            for g in 0..G {
-                let mut lo = _mm512_dpbusd_epi32(zero, w[g][0], xb[0]);
-                let mut hi = _mm512_dpbusd_epi32(zero, w[g][4], xb[4]);
+            for (g, blk) in blocks.iter().enumerate() {
+                let mut lo = _mm512_dpbusd_epi32(zero, blk.w[0], xb[0]);
+                let mut hi = _mm512_dpbusd_epi32(zero, blk.w[4], xb[4]);
                 for s in 1..4 {
-                    lo = _mm512_dpbusd_epi32(lo, w[g][s], xb[s]);
-                    hi = _mm512_dpbusd_epi32(hi, w[g][s + 4], xb[s + 4]);
+                    lo = _mm512_dpbusd_epi32(lo, blk.w[s], xb[s]);
+                    hi = _mm512_dpbusd_epi32(hi, blk.w[s + 4], xb[s + 4]);
                 }
-                let sum = _mm512_cvtepi32_ps(_mm512_add_epi32(lo, hi));
-                acc[g][t] = _mm512_fmadd_ps(sum, _mm512_mul_ps(dw[g], da), acc[g][t]);
-                acc[g][t] = _mm512_fmadd_ps(cw[g], sa, acc[g][t]);
+                if F == Q6K {
+                    // Offset 32 per weight, out of each 16-weight half in integers.
+                    lo = _mm512_sub_epi32(lo, _mm512_set1_epi32(32 * x[t].bsums[2 * b] as i32));
+                    hi = _mm512_sub_epi32(hi, _mm512_set1_epi32(32 * x[t].bsums[2 * b + 1] as i32));
+                    acc[g][t] = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(lo),
+                        _mm512_mul_ps(blk.d0, da),
+                        acc[g][t],
+                    );
+                    acc[g][t] = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(hi),
+                        _mm512_mul_ps(blk.d1, da),
+                        acc[g][t],
+                    );
+                } else {
+                    let sum = _mm512_cvtepi32_ps(_mm512_add_epi32(lo, hi));
+                    acc[g][t] = _mm512_fmadd_ps(sum, _mm512_mul_ps(blk.d0, da), acc[g][t]);
+                    acc[g][t] = _mm512_fmadd_ps(blk.c, _mm512_set1_ps(x[t].s[b]), acc[g][t]);
+                }
             }
         }
     }
@@ -149,10 +275,9 @@ unsafe fn gemm_tokens<const F: u8, const T: usize>(
     out: &mut [f32],
     ldo: usize,
 ) {
-    let nb = xs.cols / QK8;
     let x: [Q8Row; T] = std::array::from_fn(|i| xs.row(t0 + i));
     // SAFETY: the caller guarantees group g and tokens t0..t0+T.
-    let res = unsafe { tile::<F, 1, T>(groups.as_ptr().add(g * gb), gb, nb, &x) };
+    let res = unsafe { tile::<F, 1, T>(groups.as_ptr().add(g * gb), gb, xs.cols, &x) };
     let (r0, r1) = (g * GROUP_ROWS, n_rows.min((g + 1) * GROUP_ROWS));
     for (i, v) in res[0].iter().enumerate() {
         let o = (t0 + i) * ldo;
@@ -175,14 +300,15 @@ unsafe fn gemm<const F: u8>(
     ldo: usize,
 ) {
     let f = format_of(F);
-    let nb = xs.cols / QK8;
-    let gb = packed::group_bytes(f, nb);
+    let (cols, nb) = (xs.cols, xs.cols / QK8);
+    let gb = packed::group_bytes(f, cols);
     let ng = n_rows.div_ceil(GROUP_ROWS);
-    let fits = xs.cols == nb * QK8
+    let fits = cols.is_multiple_of(f.block_elems())
         && groups.len() >= ng * gb
         && xs.qs.len() >= xs.rows * xs.cols
         && xs.d.len() >= xs.rows * nb
         && xs.s.len() >= xs.rows * nb
+        && xs.bsums.len() >= xs.rows * 2 * nb
         && ldo >= n_rows
         && (xs.rows == 0 || out.len() >= (xs.rows - 1) * ldo + n_rows);
     if !fits {
@@ -195,13 +321,13 @@ unsafe fn gemm<const F: u8>(
             let (r0, r1) = (g * GROUP_ROWS, n_rows.min((g + 2) * GROUP_ROWS));
             if ng - g >= 2 {
                 // SAFETY: groups g, g+1 < ng lie inside `groups` (checked above).
-                let res = unsafe { tile::<F, 2, 1>(groups.as_ptr().add(g * gb), gb, nb, &x) };
+                let res = unsafe { tile::<F, 2, 1>(groups.as_ptr().add(g * gb), gb, cols, &x) };
                 store_rows(res[0][0], &mut out[r0..r0 + GROUP_ROWS]);
                 store_rows(res[1][0], &mut out[r0 + GROUP_ROWS..r1]);
                 g += 2;
             } else {
                 // SAFETY: group g < ng.
-                let res = unsafe { tile::<F, 1, 1>(groups.as_ptr().add(g * gb), gb, nb, &x) };
+                let res = unsafe { tile::<F, 1, 1>(groups.as_ptr().add(g * gb), gb, cols, &x) };
                 store_rows(res[0][0], &mut out[r0..r1]);
                 g += 1;
             }
@@ -239,6 +365,8 @@ pub fn gemm_fn(f: WeightFormat) -> Option<super::PackedGemmFn> {
         WeightFormat::Q5_0 => gemm::<Q5_0>,
         WeightFormat::Q5_1 => gemm::<Q5_1>,
         WeightFormat::Q8_0 => gemm::<Q8_0>,
+        WeightFormat::Q4K => gemm::<Q4K>,
+        WeightFormat::Q6K => gemm::<Q6K>,
         _ => return None,
     })
 }
