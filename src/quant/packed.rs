@@ -282,12 +282,12 @@ fn block_of(f: WeightFormat, group: &[u8], cols: usize, i: usize, b: usize) -> R
         }
         WeightFormat::Q6K => {
             let qs = &q[384 * sub..384 * (sub + 1)];
-            for e in 0..QK8 {
+            for (e, v) in u.iter_mut().enumerate() {
                 let (s, j) = (e / 4, e % 4);
                 let byte = qs[64 * (s % 4) + 4 * i + j];
                 let nib = if s < 4 { byte & 0x0F } else { byte >> 4 };
                 let hi = (qs[256 + 64 * (s / 4) + 4 * i + j] >> (2 * (s % 4))) & 3;
-                u[e] = nib | hi << 4;
+                *v = nib | hi << 4;
             }
             let d = f16(2 * i);
             let d0 = d * (sc[32 + 16 * (2 * sub) + i] as i8) as f32;
