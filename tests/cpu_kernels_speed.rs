@@ -137,3 +137,23 @@ fn quantize_throughput() {
         );
     }
 }
+
+/// The Gemma 3 LM head (262144 x 640 Q8_0, 178 MB) through the CPU backend on 2 threads, as
+/// decode runs it: read bandwidth reached, to compare with `edgellm bench --membw -t 2`.
+#[test]
+#[ignore]
+fn lm_head_two_threads() {
+    use edgellm::backend::{cpu::CpuBackend, Backend};
+    let mut rng = Rng(9);
+    let (rows, cols) = (262144, 640);
+    let w = random_int8_weights(WeightFormat::Q8_0, rows, cols, &mut rng);
+    let bytes = w.len();
+    let t = edgellm::tensor::TensorRef::from_owned("output.weight", edgellm::tensor::DType::Q8_0, vec![rows, cols], w).unwrap();
+    let b = CpuBackend::new(2, false).unwrap();
+    let m = b.matrix(&t).unwrap();
+    let mut x = b.act(1, cols).unwrap();
+    x.data.iter_mut().for_each(|v| *v = rng.uniform());
+    let mut out = b.act(1, rows).unwrap();
+    let s = best_of(20, || b.matmul(&x, &m, &mut out).unwrap());
+    println!("LM head {rows}x{cols} Q8_0, 2 threads: {:.2} ms, {:.1} GB/s", s * 1e3, bytes as f64 / s / 1e9);
+}
