@@ -4,12 +4,23 @@
 //! converted once per block.
 
 use std::cell::RefCell;
+use std::ops::Range;
 
 use super::kv::{KvRows, LayerKv};
 use super::ops::exp_approx;
 use crate::backend::AttentionShape;
 use crate::ffi::pool::{Pool, Split};
 use crate::ffi::simd::{float, KernelSet};
+
+/// Lanes of the softmax's partial maxima and sums (one AVX-512 register of f32).
+const LANES: usize = 16;
+
+/// Most dimensions of the transposed keys one conversion task fills (the largest divisor of the
+/// head size up to this, so no task straddles two heads).
+const DIMS_PER_TASK: usize = 32;
+
+/// Key rows of values one conversion task fills.
+const KEYS_PER_TASK: usize = 64;
 
 /// Query rows one prefill task takes for one head: each key and value row is converted to f32
 /// once and then used by all of them.
@@ -41,28 +52,43 @@ fn row_f32<'a>(k: KernelSet, rows: &'a KvRows, at: usize, hd: usize, buf: &'a mu
     }
 }
 
-/// Turns raw query-key dot products into attention weights in place: scale, soft cap, `-inf` where
-/// `visible(j)` is false, then a softmax with the maximum subtracted before `exp`.
-fn softmax_scores(row: &mut [f32], s: AttentionShape, visible: impl Fn(usize) -> bool) {
-    let mut max = f32::NEG_INFINITY;
-    for (j, v) in row.iter_mut().enumerate() {
-        if !visible(j) {
-            *v = f32::NEG_INFINITY;
-            continue;
-        }
-        *v *= s.scale;
-        if let Some(cap) = s.softcap {
-            *v = (*v / cap).tanh() * cap;
-        }
-        max = max.max(*v);
+/// Turns raw query-key dot products into attention weights in place: scale, soft cap, weight 0
+/// outside `visible` (a causal or sliding window is one contiguous range of keys), then a softmax
+/// with the maximum subtracted before `exp`. Loops run over the visible range only and keep
+/// lane-wise partial sums, so they vectorize.
+fn softmax_scores(row: &mut [f32], s: AttentionShape, visible: Range<usize>) {
+    let (a, b) = (visible.start.min(row.len()), visible.end.min(row.len()));
+    let (head, rest) = row.split_at_mut(a);
+    let (vis, tail) = rest.split_at_mut(b - a);
+    head.fill(0.0);
+    tail.fill(0.0);
+    match s.softcap {
+        Some(cap) => vis.iter_mut().for_each(|v| *v = (*v * s.scale / cap).tanh() * cap),
+        None => vis.iter_mut().for_each(|v| *v *= s.scale),
     }
-    let mut sum = 0f32;
-    for v in row.iter_mut() {
+    let mut maxes = [f32::NEG_INFINITY; LANES];
+    let mut chunks = vis.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (m, &v) in maxes.iter_mut().zip(c) {
+            *m = if v > *m { v } else { *m };
+        }
+    }
+    let max = chunks.remainder().iter().chain(&maxes).fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+    let mut sums = [0f32; LANES];
+    let mut chunks = vis.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for (acc, v) in sums.iter_mut().zip(c) {
+            *v = exp_approx(*v - max);
+            *acc += *v;
+        }
+    }
+    let mut sum: f32 = sums.iter().sum();
+    for v in chunks.into_remainder() {
         *v = exp_approx(*v - max);
         sum += *v;
     }
     let inv = 1.0 / sum;
-    row.iter_mut().for_each(|v| *v *= inv);
+    vis.iter_mut().for_each(|v| *v *= inv);
 }
 
 /// First key position query position `p` may see.
@@ -85,32 +111,47 @@ fn attention_blocked(pool: &Pool, k: KernelSet, q: &[f32], kv: LayerKv<'_>, posi
     let lo_all = positions.iter().map(|&p| first_key(p, s.window)).min().unwrap_or(0);
     let hi_all = positions.iter().copied().max().unwrap_or(0);
     let span_all = hi_all + 1 - lo_all;
-    // Per kv head: keys transposed [hd x span_all], then values [span_all x hd].
+    // Keys transposed, [kv head][hd x span_all], then values, [kv head][span_all x hd].
     let per_head = 2 * hd * span_all;
     KV_F32.with(|buf| {
         let mut buf = buf.borrow_mut();
         buf.resize(s.n_kv_heads * per_head, 0.0);
-        pool.chunks_mut(&mut buf, per_head, |kvh, part| {
-            let (kt, vals) = part.split_at_mut(hd * span_all);
-            let off = kvh * hd;
+        // Split by dimension rows of K^T and by key rows of V (not by head: Gemma 3 has one KV
+        // head, and a per-head split left one thread idle).
+        let (kts, vals_all) = buf.split_at_mut(s.n_kv_heads * hd * span_all);
+        let dims_per_task = (1..=DIMS_PER_TASK.min(hd)).rev().find(|d| hd.is_multiple_of(*d)).unwrap_or(1);
+        pool.chunks_mut(kts, span_all * dims_per_task, |c, part| {
+            let d0 = c * dims_per_task;
+            let (kvh, d0) = (d0 / hd, d0 % hd);
+            let off = kvh * hd + d0;
+            let dims = part.len() / span_all;
             ROW.with(|row| {
                 let mut row = row.borrow_mut();
-                row.resize(hd, 0.0);
+                row.resize(dims, 0.0);
                 for j in lo_all..=hi_all {
-                    let kj = row_f32(k, keys, j * kv_dim + off, hd, &mut row);
+                    let kj = row_f32(k, keys, j * kv_dim + off, dims, &mut row);
                     for (d, &v) in kj.iter().enumerate() {
-                        kt[d * span_all + (j - lo_all)] = v;
+                        part[d * span_all + (j - lo_all)] = v;
                     }
-                    let vj = row_f32(k, values, j * kv_dim + off, hd, &mut row);
-                    vals[(j - lo_all) * hd..(j - lo_all + 1) * hd].copy_from_slice(vj);
                 }
             })
         });
-        let buf = &*buf;
+        pool.chunks_mut(vals_all, hd * KEYS_PER_TASK, |c, part| {
+            let r0 = c * KEYS_PER_TASK;
+            for (i, dst) in part.chunks_exact_mut(hd).enumerate() {
+                let (kvh, j) = ((r0 + i) / span_all, (r0 + i) % span_all + lo_all);
+                match values {
+                    KvRows::F32(r) => dst.copy_from_slice(&r[j * kv_dim + kvh * hd..][..hd]),
+                    KvRows::F16(r) => float::f16_to_f32(k, &r[j * kv_dim + kvh * hd..][..hd], dst),
+                }
+            }
+        });
+        let (kts, vals_all) = buf.split_at(s.n_kv_heads * hd * span_all);
         pool.tiles_mut(out, qd, Split { len: n, chunk: QUERIES_PER_TASK }, Split { len: qd, chunk: hd }, |tile| {
             let h = tile.cols.start / hd;
-            let head = &buf[(h / group) * per_head..(h / group + 1) * per_head];
-            let (kt, vals) = head.split_at(hd * span_all);
+            let kvh = h / group;
+            let kt = &kts[kvh * hd * span_all..(kvh + 1) * hd * span_all];
+            let vals = &vals_all[kvh * hd * span_all..(kvh + 1) * hd * span_all];
             let rows = tile.rows.clone();
             let m = rows.len();
             let lo = rows.clone().map(|t| first_key(positions[t], s.window)).min().unwrap_or(0);
@@ -128,7 +169,7 @@ fn attention_blocked(pool: &Pool, k: KernelSet, q: &[f32], kv: LayerKv<'_>, posi
                     let p = positions[t];
                     let first = first_key(p, s.window);
                     let row = &mut scores[i * span..(i + 1) * span];
-                    softmax_scores(row, s, |jj| (first..=p).contains(&(lo + jj)));
+                    softmax_scores(row, s, first.saturating_sub(lo)..p + 1 - lo);
                 }
                 obuf.clear();
                 obuf.resize(m * hd, 0.0);
@@ -172,7 +213,8 @@ pub fn attention(pool: &Pool, k: KernelSet, q: &[f32], kv: LayerKv<'_>, position
                 }
                 KvRows::F16(kk) => float::dot_f16_rows(k, qh, &kk[at0..], kv_dim, &mut scores),
             }
-            softmax_scores(&mut scores, s, |_| true);
+            let n = scores.len();
+            softmax_scores(&mut scores, s, 0..n);
             match values {
                 KvRows::F32(vv) => {
                     o.fill(0.0);
