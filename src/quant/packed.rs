@@ -168,9 +168,8 @@ fn pack_unit(f: WeightFormat, blk: &[u8], i: usize, q: &mut [u8], sc: &mut [u8])
         }
         WeightFormat::Q8_0 => {
             for s in 0..8 {
-                for j in 0..4 {
-                    q[64 * s + 4 * i + j] = blk[2 + 4 * s + j] ^ 0x80;
-                }
+                let v = u32::from_le_bytes([blk[2 + 4 * s], blk[3 + 4 * s], blk[4 + 4 * s], blk[5 + 4 * s]]);
+                q[64 * s + 4 * i..64 * s + 4 * i + 4].copy_from_slice(&(v ^ 0x8080_8080).to_le_bytes());
             }
             sc[2 * i..2 * i + 2].copy_from_slice(&blk[0..2]);
         }

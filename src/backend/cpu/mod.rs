@@ -22,7 +22,7 @@ use crate::tensor::TensorRef;
 
 pub use kv::{CpuKv, KvRows};
 pub use matmul::CpuMatrix;
-pub use ops::{gelu_tanh, rms_norm_row, rope_row, silu};
+pub use ops::{gelu_tanh, rms_norm_row, rope_heads, rope_row, silu};
 
 /// Element count from which element-wise ops are split over the pool (below it a step's
 /// hand-out costs more than it saves).
@@ -246,7 +246,7 @@ impl Backend for CpuBackend {
         }
         let cols = x.cols;
         self.for_chunks(&mut x.data, cols, |i, row| {
-            row.chunks_exact_mut(head_dim).for_each(|h| rope_row(h, positions[i], inv_freq, style));
+            rope_heads(row, head_dim, positions[i], inv_freq, style);
         });
         Ok(())
     }

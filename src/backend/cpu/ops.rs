@@ -60,6 +60,31 @@ pub fn rope_row(head: &mut [f32], pos: usize, inv_freq: &[f32], style: RopeStyle
     }
 }
 
+/// [`rope_row`] applied to every `head_dim`-wide head of `row`, each angle's sine and cosine
+/// computed once for all heads (the same values, so the same results).
+pub fn rope_heads(row: &mut [f32], head_dim: usize, pos: usize, inv_freq: &[f32], style: RopeStyle) {
+    const CHUNK: usize = 64;
+    let half = inv_freq.len();
+    let mut sc = [(0f32, 0f32); CHUNK];
+    for (c, freqs) in inv_freq.chunks(CHUNK).enumerate() {
+        for (t, &f) in sc.iter_mut().zip(freqs) {
+            *t = (pos as f32 * f).sin_cos();
+        }
+        for head in row.chunks_exact_mut(head_dim) {
+            for (k, &(sin, cos)) in sc[..freqs.len()].iter().enumerate() {
+                let i = c * CHUNK + k;
+                let (a, b) = match style {
+                    RopeStyle::Adjacent => (2 * i, 2 * i + 1),
+                    RopeStyle::Neox => (i, i + half),
+                };
+                let (x0, x1) = (head[a], head[b]);
+                head[a] = x0 * cos - x1 * sin;
+                head[b] = x1 * cos + x0 * sin;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,6 +99,19 @@ mod tests {
         let mut adj = [x[0], x[2], x[1], x[3]];
         rope_row(&mut adj, 3, &inv, RopeStyle::Adjacent);
         assert_eq!([adj[0], adj[2], adj[1], adj[3]], neox);
+    }
+
+    #[test]
+    fn rope_heads_equals_rope_row_per_head() {
+        let inv: Vec<f32> = (0..70).map(|i| 10000f32.powf(-(i as f32) / 70.0)).collect();
+        for style in [RopeStyle::Adjacent, RopeStyle::Neox] {
+            let x: Vec<f32> = (0..3 * 140).map(|i| (i as f32 * 0.37).sin()).collect();
+            let mut want = x.clone();
+            want.chunks_exact_mut(140).for_each(|h| rope_row(h, 77, &inv, style));
+            let mut got = x;
+            rope_heads(&mut got, 140, 77, &inv, style);
+            assert_eq!(got, want);
+        }
     }
 
     #[test]
