@@ -157,3 +157,54 @@ fn lm_head_two_threads() {
     let s = best_of(20, || b.matmul(&x, &m, &mut out).unwrap());
     println!("LM head {rows}x{cols} Q8_0, 2 threads: {:.2} ms, {:.1} GB/s", s * 1e3, bytes as f64 / s / 1e9);
 }
+
+/// Gemma 3 270M's 18 layers of decode products (Q/K/V, output, gate/up, down, in the model's
+/// formats) through the CPU backend on 2 threads, back to back as decode runs them but with no
+/// other op between: the read bandwidth the products alone reach.
+#[test]
+#[ignore]
+fn gemma_layer_products_two_threads() {
+    use edgellm::backend::{cpu::CpuBackend, Backend};
+    use edgellm::tensor::{DType, TensorRef};
+    let mut rng = Rng(13);
+    let b = CpuBackend::new(2, false).unwrap();
+    let shapes = [
+        (WeightFormat::Q5_0, DType::Q5_0, 1024, 640),
+        (WeightFormat::Q5_0, DType::Q5_0, 256, 640),
+        (WeightFormat::Q8_0, DType::Q8_0, 256, 640),
+        (WeightFormat::Q4K, DType::Q4K, 640, 1024),
+        (WeightFormat::Q5_0, DType::Q5_0, 2048, 640),
+        (WeightFormat::Q5_0, DType::Q5_0, 2048, 640),
+        (WeightFormat::Q6K, DType::Q6K, 640, 2048),
+    ];
+    let mut layers = Vec::new();
+    let mut bytes = 0;
+    for l in 0..18 {
+        let ms: Vec<_> = shapes
+            .iter()
+            .map(|&(f, dt, rows, cols)| {
+                let w = random_int8_weights(f, rows, cols, &mut rng);
+                bytes += w.len();
+                b.matrix(&TensorRef::from_owned(&format!("l{l}"), dt, vec![rows, cols], w).unwrap()).unwrap()
+            })
+            .collect();
+        layers.push(ms);
+    }
+    let mut x640 = b.act(1, 640).unwrap();
+    x640.data.iter_mut().for_each(|v| *v = rng.uniform());
+    let mut x1024 = b.act(1, 1024).unwrap();
+    x1024.data.iter_mut().for_each(|v| *v = rng.uniform());
+    let mut x2048 = b.act(1, 2048).unwrap();
+    x2048.data.iter_mut().for_each(|v| *v = rng.uniform());
+    let (mut q, mut k, mut v) = (b.act(1, 1024).unwrap(), b.act(1, 256).unwrap(), b.act(1, 256).unwrap());
+    let (mut g, mut u, mut o) = (b.act(1, 2048).unwrap(), b.act(1, 2048).unwrap(), b.act(1, 640).unwrap());
+    let s = best_of(20, || {
+        for m in &layers {
+            b.matmul_many(&x640, &[&m[0], &m[1], &m[2]], &mut [&mut q, &mut k, &mut v]).unwrap();
+            b.matmul(&x1024, &m[3], &mut o).unwrap();
+            b.matmul_many(&x640, &[&m[4], &m[5]], &mut [&mut g, &mut u]).unwrap();
+            b.matmul(&x2048, &m[6], &mut o).unwrap();
+        }
+    });
+    println!("18 Gemma layers' products, 2 threads: {:.3} ms, {:.1} GB/s ({:.1} MB)", s * 1e3, bytes as f64 / s / 1e9, bytes as f64 / 1e6);
+}

@@ -38,7 +38,7 @@ pub trait Backend: Send + Sync {
 
     /// Backend name for logs and `ModelInfo`.
     fn name(&self) -> &'static str;
-    /// Makes a weight matrix from a tensor view (the CPU keeps the mmap; CUDA uploads).
+    /// Makes a weight matrix from a tensor view (the CPU keeps the mmap or repacks it; CUDA uploads).
     fn matrix(&self, t: &TensorRef) -> Result<Self::Matrix>;
     /// Makes the token-embedding table, read a row per token by [`Backend::embed`] (a backend may
     /// keep it as stored where [`Backend::matrix`] would transform it for products).

@@ -1,5 +1,6 @@
-//! The CPU backend: f32 activations, weights read straight from the mmap, work split over the
-//! backend's own thread pool ([`crate::ffi::pool::Pool`]). Matrix products quantize activations
+//! The CPU backend: f32 activations, weights read from the mmap (or repacked at load for kernel
+//! sets with packed kernels, `packed`), work split over the backend's own thread pool
+//! ([`crate::ffi::pool::Pool`]). Matrix products quantize activations
 //! to int8 and run the SIMD integer kernels (`matmul`); the KV cache is f16 (`kv`); attention
 //! runs one task per (row, head) (`attention`). With `exact` set, products use f32 activations
 //! and the KV cache f32: the reference arithmetic the other paths and backends are checked
