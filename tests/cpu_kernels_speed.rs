@@ -88,7 +88,12 @@ fn gemm_throughput() {
 #[ignore]
 fn packed_layout_speed() {
     let mut rng = Rng(5);
-    let k = *KernelSet::all_available().last().unwrap();
+    for k in KernelSet::all_available().into_iter().filter(|k| *k != KernelSet::Scalar) {
+        packed_layout_speed_with(k, &mut rng);
+    }
+}
+
+fn packed_layout_speed_with(k: KernelSet, rng: &mut Rng) {
     let cases = [
         (WeightFormat::Q4_1, 1536, 576),
         (WeightFormat::Q4_1, 576, 1536),
@@ -100,24 +105,24 @@ fn packed_layout_speed() {
         (WeightFormat::Q8_0, 262144, 640),
     ];
     for (f, rows, cols) in cases {
-        let w = random_int8_weights(f, rows, cols, &mut rng);
+        let w = random_int8_weights(f, rows, cols, rng);
         let p = edgellm::quant::packed::pack_matrix(f, &w, w.len() / rows, rows);
-        let x = random_acts(1, cols, &mut rng);
+        let x = random_acts(1, cols, rng);
         let mut out = vec![0f32; rows];
         let reps = if rows > 10000 { 10 } else { 200 };
         let a = best_of(reps, || simd::dot_rows(k, f, &w, &x.row(0), &mut out));
         let b = best_of(reps, || simd::packed_gemm(k, f, &p, rows, &x, &mut out, rows));
-        println!("matvec {f:?} {rows}x{cols}: rows {:7.2} GB/s, packed {:7.2} GB/s ({:.2}x)", w.len() as f64 / a / 1e9, w.len() as f64 / b / 1e9, a / b);
+        println!("{:>6} matvec {f:?} {rows}x{cols}: rows {:7.2} GB/s, packed {:7.2} GB/s ({:.2}x)", k.name(), w.len() as f64 / a / 1e9, w.len() as f64 / b / 1e9, a / b);
         if rows > 10000 {
             continue;
         }
         let tokens = 64;
-        let xs = random_acts(tokens, cols, &mut rng);
+        let xs = random_acts(tokens, cols, rng);
         let mut out = vec![0f32; rows * tokens];
         let a = best_of(20, || simd::gemm(k, f, &w, rows, &xs, &mut out, rows));
         let b = best_of(20, || simd::packed_gemm(k, f, &p, rows, &xs, &mut out, rows));
         let macs = (rows * cols * tokens) as f64;
-        println!("gemm   {f:?} {rows}x{cols} x {tokens}: rows {:7.2} GMAC/s, packed {:7.2} GMAC/s ({:.2}x)", macs / a / 1e9, macs / b / 1e9, a / b);
+        println!("{:>6} gemm   {f:?} {rows}x{cols} x {tokens}: rows {:7.2} GMAC/s, packed {:7.2} GMAC/s ({:.2}x)", k.name(), macs / a / 1e9, macs / b / 1e9, a / b);
     }
 }
 

@@ -20,6 +20,8 @@ pub mod x86_kquant;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_packed;
 #[cfg(target_arch = "x86_64")]
+pub mod x86_packed_avx2;
+#[cfg(target_arch = "x86_64")]
 pub mod x86_q32;
 
 mod kinds;
@@ -178,6 +180,9 @@ fn select_packed(k: KernelSet, f: WeightFormat) -> Option<PackedGemmFn> {
     {
         if k == KernelSet::Avx512 && k.available() {
             return x86_packed::gemm_fn(f);
+        }
+        if k == KernelSet::Avx2 && k.available() {
+            return x86_packed_avx2::gemm_fn(f);
         }
     }
     let _ = (k, f);

@@ -14,22 +14,22 @@ use crate::quant::packed::{self, GROUP_ROWS};
 use std::arch::x86_64::*;
 
 /// Format codes used as const generic parameters.
-const Q4_0: u8 = 0;
-const Q4_1: u8 = 1;
-const Q5_0: u8 = 2;
-const Q5_1: u8 = 3;
-const Q8_0: u8 = 4;
-const Q4K: u8 = 5;
-const Q6K: u8 = 6;
+pub(super) const Q4_0: u8 = 0;
+pub(super) const Q4_1: u8 = 1;
+pub(super) const Q5_0: u8 = 2;
+pub(super) const Q5_1: u8 = 3;
+pub(super) const Q8_0: u8 = 4;
+pub(super) const Q4K: u8 = 5;
+pub(super) const Q6K: u8 = 6;
 
 /// Tokens per matrix-product tile.
 const TOKENS: usize = 8;
 
 /// How far ahead the matrix-vector tile prefetches a group's stream.
-const PREFETCH_BYTES: usize = 4096;
+pub(super) const PREFETCH_BYTES: usize = 4096;
 
 /// The [`WeightFormat`] of a format code.
-const fn format_of(f: u8) -> WeightFormat {
+pub(super) const fn format_of(f: u8) -> WeightFormat {
     match f {
         Q4_0 => WeightFormat::Q4_0,
         Q4_1 => WeightFormat::Q4_1,
