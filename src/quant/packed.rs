@@ -35,7 +35,7 @@
 //! `is_multiple_of` / `div_ceil`), so that an aarch64 test program can mount it too.
 #![allow(clippy::manual_is_multiple_of, clippy::manual_div_ceil)]
 
-use super::int8::{f16_to_f32, scale_min_k4, Q8Row, WeightFormat, QK8};
+use super::int8::{f16_to_f32, scale_min_k4, Q8Acts, Q8Row, WeightFormat, QK8};
 
 /// Rows interleaved in one group: one i32 lane each in a 512-bit register.
 pub const GROUP_ROWS: usize = 16;
@@ -353,6 +353,23 @@ pub fn dot_group(f: WeightFormat, group: &[u8], cols: usize, x: &Q8Row) -> [f32;
         *o = sum;
     }
     out
+}
+
+/// Scalar reference of a packed matrix product: `out[t * ldo + r]` for the `n_rows` rows held by
+/// `groups` (format `f`, `xs.cols` columns) and every token of `xs`.
+///
+/// Panics if the lengths disagree.
+pub fn gemm_reference(f: WeightFormat, groups: &[u8], n_rows: usize, xs: &Q8Acts, out: &mut [f32], ldo: usize) {
+    let gb = group_bytes(f, xs.cols);
+    for t in 0..xs.rows {
+        let x = xs.row(t);
+        for (g, group) in groups.chunks_exact(gb.max(1)).enumerate() {
+            let res = dot_group(f, group, xs.cols, &x);
+            let r0 = g * GROUP_ROWS;
+            let r1 = n_rows.min(r0 + GROUP_ROWS);
+            out[t * ldo + r0..t * ldo + r1].copy_from_slice(&res[..r1 - r0]);
+        }
+    }
 }
 
 /// Rebuilds 32-weight GGUF block `b` of row `i` from a packed group of a 32-weight format (the

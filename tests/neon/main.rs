@@ -26,6 +26,11 @@ mod int8;
 mod kinds;
 #[path = "../../src/ffi/simd/neon.rs"]
 mod neon;
+#[allow(dead_code)]
+#[path = "../../src/quant/packed.rs"]
+mod packed;
+#[path = "../../src/ffi/simd/neon_packed.rs"]
+mod neon_packed;
 
 pub use kinds::*;
 
@@ -305,6 +310,42 @@ fn check_gemm(dot: Dot, f: WeightFormat, rng: &mut Rng, t: &mut Tally) {
     }
 }
 
+/// The packed-layout kernels (`neon_packed`, `SDOT` by lane) on weights packed by
+/// `packed::pack_matrix`, against `int8::gemm` on the GGUF rows: partial last groups, one token
+/// and every token-tile tail.
+fn check_packed(f: WeightFormat, rng: &mut Rng, t: &mut Tally) {
+    let kernel = match neon_packed::gemm_fn(f) {
+        Some(k) => k,
+        None => return,
+    };
+    let cases: [(usize, usize, usize); 7] = [(1, 1, 1), (15, 2, 3), (16, 3, 1), (17, 5, 7), (33, 9, 1), (48, 4, 6), (70, 2, 13)];
+    for &(rows, blocks, tokens) in cases.iter() {
+        let cols = blocks * f.block_elems();
+        let w = random_weights(f, rows, cols, rng);
+        let rb = w.len() / rows;
+        let p = packed::pack_matrix(f, &w, rb, rows);
+        let x: Vec<f32> = (0..tokens * cols).map(|_| rng.uniform() * 2.0).collect();
+        let xq = quantized(&x, tokens, cols);
+        let ldo = rows + 3;
+        let mut want = vec![f32::NAN; tokens * ldo];
+        int8::gemm(f, &w, rb, rows, &xq, &mut want, ldo);
+        let mut got = vec![f32::NAN; tokens * ldo];
+        // SAFETY: the caller checked `dotprod`; `got` holds `tokens * ldo` values.
+        unsafe { kernel(&p, rows, &xq, &mut got, ldo) };
+        t.cases += 1;
+        for tk in 0..tokens {
+            for r in 0..rows {
+                let tol = REL_TOL * magnitude(f, &w[r * rb..(r + 1) * rb], &x[tk * cols..(tk + 1) * cols]);
+                t.check(&format!("packed {f:?} {rows}x{cols}, {tokens} tokens, [{tk},{r}]"), got[tk * ldo + r], want[tk * ldo + r], tol);
+            }
+            if got[tk * ldo + rows..(tk + 1) * ldo].iter().any(|v| !v.is_nan()) {
+                t.failures += 1;
+                eprintln!("MISMATCH packed {f:?} {rows}x{cols}: wrote into the ldo padding of token {tk}");
+            }
+        }
+    }
+}
+
 /// The NEON quantizer against `int8::quantize_row`; returns the number of failures.
 fn check_quantize(rng: &mut Rng) -> usize {
     let kernel = match neon::quantize_fn(KernelSet::Neon) {
@@ -450,6 +491,24 @@ fn main() {
                 gm.values,
                 gm.worst,
                 if bad == 0 { "OK" } else { "FAILED" }
+            );
+        }
+    }
+    if Dot::Sdot.available() {
+        for f in ALL {
+            if !packed::packable(f) {
+                continue;
+            }
+            let mut pk = Tally::default();
+            check_packed(f, &mut rng, &mut pk);
+            failures += pk.failures;
+            println!(
+                "packed {:<5}: {} cases {} values worst {:.3} of tol | {}",
+                format!("{f:?}"),
+                pk.cases,
+                pk.values,
+                pk.worst,
+                if pk.failures == 0 { "OK" } else { "FAILED" }
             );
         }
     }

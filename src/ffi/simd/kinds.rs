@@ -98,3 +98,10 @@ pub type GemmFn = unsafe fn(w: &[u8], row_bytes: usize, n_rows: usize, xs: &Q8Ac
 /// The CPU must support the kernel's instruction set; slices sized as `quantize_row` documents.
 pub type QuantizeFn = unsafe fn(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32], bsums: &mut [i16]);
 
+
+/// Kernel signature of a packed matrix product: `groups` holds the row-interleaved groups
+/// (`quant::packed`) of `n_rows` rows, `out[t * ldo + r]` gets row `r` against token `t` of `xs`.
+///
+/// # Safety
+/// The CPU must support the kernel's instruction set.
+pub type PackedGemmFn = unsafe fn(groups: &[u8], n_rows: usize, xs: &Q8Acts, out: &mut [f32], ldo: usize);

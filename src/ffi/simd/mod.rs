@@ -10,11 +10,15 @@
 /// The scalar reference, reachable as `super::int8` from the kernel files (the aarch64 test program
 /// mounts the same files with `int8` at its root).
 pub use crate::quant::int8;
+/// The packed layout, reachable as `super::packed` from the kernel files (as `int8`).
+pub use crate::quant::packed;
 
 pub mod float;
 
 #[cfg(target_arch = "aarch64")]
 pub mod neon;
+#[cfg(target_arch = "aarch64")]
+pub mod neon_packed;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_kquant;
 #[cfg(target_arch = "x86_64")]
@@ -26,17 +30,10 @@ pub mod x86_q32;
 
 mod kinds;
 
-pub use kinds::{DotRowsFn, GemmFn, KernelSet, QuantizeFn};
-use crate::quant::packed::{self, GROUP_ROWS};
+pub use kinds::{DotRowsFn, GemmFn, KernelSet, PackedGemmFn, QuantizeFn};
 use int8::{Q8Acts, Q8Row, WeightFormat, QK8};
 use std::sync::OnceLock;
 
-/// Kernel signature of a packed matrix product ([`packed_gemm`]): `groups` holds the packed
-/// groups of `n_rows` rows, `out[t * ldo + r]` gets row `r` against token `t` of `xs`.
-///
-/// # Safety
-/// The CPU must support the kernel's instruction set.
-pub type PackedGemmFn = unsafe fn(groups: &[u8], n_rows: usize, xs: &Q8Acts, out: &mut [f32], ldo: usize);
 
 /// The set used by default: the richest available, capped by `EDGELLM_CPU_KERNELS`.
 pub fn active() -> KernelSet {
@@ -185,6 +182,12 @@ fn select_packed(k: KernelSet, f: WeightFormat) -> Option<PackedGemmFn> {
             return x86_packed_avx2::gemm_fn(f);
         }
     }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if k == KernelSet::Neon && k.available() && neon::Dot::Sdot.available() {
+            return neon_packed::gemm_fn(f);
+        }
+    }
     let _ = (k, f);
     None
 }
@@ -200,7 +203,7 @@ pub fn packed_gemm(k: KernelSet, f: WeightFormat, groups: &[u8], n_rows: usize, 
     }
     let nb = xs.cols / QK8;
     assert!(packed::packable(f) && xs.cols.is_multiple_of(f.block_elems()), "packed gemm: {f:?} with {} columns", xs.cols);
-    assert_eq!(groups.len(), n_rows.div_ceil(GROUP_ROWS) * packed::group_bytes(f, xs.cols), "packed gemm: weight bytes");
+    assert_eq!(groups.len(), n_rows.div_ceil(packed::GROUP_ROWS) * packed::group_bytes(f, xs.cols), "packed gemm: weight bytes");
     assert!(ldo >= n_rows && out.len() >= (xs.rows - 1) * ldo + n_rows, "packed gemm: output of {} for {}x{n_rows} (ldo {ldo})", out.len(), xs.rows);
     assert!(xs.qs.len() >= xs.rows * xs.cols && xs.d.len() >= xs.rows * nb && xs.s.len() >= xs.rows * nb && xs.bsums.len() >= xs.rows * 2 * nb, "packed gemm: activations");
     match select_packed(k, f) {
@@ -213,13 +216,5 @@ pub fn packed_gemm(k: KernelSet, f: WeightFormat, groups: &[u8], n_rows: usize, 
 
 /// The scalar reference of [`packed_gemm`] (lengths as it checks).
 pub fn packed_gemm_reference(f: WeightFormat, groups: &[u8], n_rows: usize, xs: &Q8Acts, out: &mut [f32], ldo: usize) {
-    let gb = packed::group_bytes(f, xs.cols);
-    for t in 0..xs.rows {
-        let x = xs.row(t);
-        for (g, group) in groups.chunks_exact(gb.max(1)).enumerate() {
-            let res = packed::dot_group(f, group, xs.cols, &x);
-            let (r0, r1) = (g * GROUP_ROWS, n_rows.min((g + 1) * GROUP_ROWS));
-            out[t * ldo + r0..t * ldo + r1].copy_from_slice(&res[..r1 - r0]);
-        }
-    }
+    packed::gemm_reference(f, groups, n_rows, xs, out, ldo)
 }
