@@ -213,3 +213,17 @@ fn gemma_layer_products_two_threads() {
     });
     println!("18 Gemma layers' products, 2 threads: {:.3} ms, {:.1} GB/s ({:.1} MB)", s * 1e3, bytes as f64 / s / 1e9, bytes as f64 / 1e6);
 }
+
+/// Packing speed (`quant::packed::pack_matrix`, one thread) per format: the load-time cost of
+/// the packed layout.
+#[test]
+#[ignore]
+fn packing_throughput() {
+    let mut rng = Rng(17);
+    for (f, rows, cols) in [(WeightFormat::Q8_0, 16384, 640), (WeightFormat::Q5_0, 4096, 640), (WeightFormat::Q4_1, 4096, 576), (WeightFormat::Q4K, 2048, 1024), (WeightFormat::Q6K, 2048, 2048)] {
+        let w = random_int8_weights(f, rows, cols, &mut rng);
+        let mut out = Vec::new();
+        let s = best_of(5, || out = edgellm::quant::packed::pack_matrix(f, &w, w.len() / rows, rows));
+        println!("pack {f:?} {rows}x{cols}: {:.2} GB/s", w.len() as f64 / s / 1e9);
+    }
+}

@@ -182,13 +182,10 @@ fn pack_unit(f: WeightFormat, blk: &[u8], i: usize, q: &mut [u8], sc: &mut [u8])
             if matches!(f, WeightFormat::Q5_0 | WeightFormat::Q5_1) {
                 let at = qh_at(f);
                 let qh = u32::from_le_bytes([blk[at], blk[at + 1], blk[at + 2], blk[at + 3]]);
+                // Bits 4s..4s+4 of qh are the fifth bits of step s: they go to bits 4i..4i+4
+                // of mask s, i.e. one nibble of its byte i / 2.
                 for s in 0..8 {
-                    for j in 0..4 {
-                        if (qh >> (4 * s + j)) & 1 == 1 {
-                            let bit = 4 * i + j;
-                            q[256 + 8 * s + bit / 8] |= 1 << (bit % 8);
-                        }
-                    }
+                    q[256 + 8 * s + i / 2] |= (((qh >> (4 * s)) & 0x0F) as u8) << (4 * (i % 2));
                 }
             }
             sc[2 * i..2 * i + 2].copy_from_slice(&blk[d_at..d_at + 2]);
