@@ -110,9 +110,13 @@ impl CpuMatrix {
 /// `TASKS_PER_THREAD` so that a thread delayed by the OS leaves little work behind.
 const MAX_TASK_BYTES: usize = 256 << 10;
 
-/// Weight rows per task for a matrix of `rows` rows of `row_bytes` bytes on `threads` threads.
+/// Weight rows per task for a matrix of `rows` rows of `row_bytes` bytes on `threads` threads:
+/// the matrix is cut into equal tasks, a whole number of rounds of `threads` tasks, each round's
+/// tasks at most [`MAX_TASK_BYTES`] (capping the task size alone left a short last task: a 2048-row
+/// matrix went 592 + 592 rows to one thread and 592 + 272 to the other).
 fn rows_per_task(rows: usize, row_bytes: usize, threads: usize) -> usize {
-    let want = rows.div_ceil(threads * TASKS_PER_THREAD).min(MAX_TASK_BYTES / row_bytes.max(1));
+    let rounds = (rows * row_bytes).div_ceil(threads * MAX_TASK_BYTES).max(1);
+    let want = rows.div_ceil(threads * TASKS_PER_THREAD * rounds);
     want.max(MIN_ROWS_PER_TASK).next_multiple_of(GROUP_ROWS)
 }
 
