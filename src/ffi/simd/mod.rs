@@ -5,6 +5,10 @@
 //! best kernel set the CPU supports; the scalar reference in [`crate::quant::int8`] is always
 //! there, and every kernel is tested against it on awkward sizes with each set forced in turn.
 //!
+//! Two weight layouts: GGUF's rows (`x86_q32`, `x86_kquant`, `neon`), and the 16-row interleaved
+//! groups of [`crate::quant::packed`] that the backend repacks weights into at load where the set
+//! has kernels for it (`x86_packed`, `x86_packed_avx2`, `neon_packed`).
+//!
 //! `EDGELLM_CPU_KERNELS=scalar|avx2|avx512|neon` caps the set (for tests and for comparing).
 
 /// The scalar reference, reachable as `super::int8` from the kernel files (the aarch64 test program
@@ -33,7 +37,6 @@ mod kinds;
 pub use kinds::{DotRowsFn, GemmFn, KernelSet, PackedGemmFn, QuantizeFn};
 use int8::{Q8Acts, Q8Row, WeightFormat, QK8};
 use std::sync::OnceLock;
-
 
 /// The set used by default: the richest available, capped by `EDGELLM_CPU_KERNELS`.
 pub fn active() -> KernelSet {
@@ -210,11 +213,6 @@ pub fn packed_gemm(k: KernelSet, f: WeightFormat, groups: &[u8], n_rows: usize, 
         // SAFETY: `select_packed` only returns kernels whose instruction set is available; the
         // lengths were checked above.
         Some(kernel) => unsafe { kernel(groups, n_rows, xs, out, ldo) },
-        None => packed_gemm_reference(f, groups, n_rows, xs, out, ldo),
+        None => packed::gemm_reference(f, groups, n_rows, xs, out, ldo),
     }
-}
-
-/// The scalar reference of [`packed_gemm`] (lengths as it checks).
-pub fn packed_gemm_reference(f: WeightFormat, groups: &[u8], n_rows: usize, xs: &Q8Acts, out: &mut [f32], ldo: usize) {
-    packed::gemm_reference(f, groups, n_rows, xs, out, ldo)
 }

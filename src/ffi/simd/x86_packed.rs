@@ -312,7 +312,7 @@ unsafe fn gemm<const F: u8>(
         && ldo >= n_rows
         && (xs.rows == 0 || out.len() >= (xs.rows - 1) * ldo + n_rows);
     if !fits {
-        return super::packed_gemm_reference(f, groups, n_rows, xs, out, ldo);
+        return packed::gemm_reference(f, groups, n_rows, xs, out, ldo);
     }
     if xs.rows == 1 {
         let x = [xs.row(0)];
