@@ -40,6 +40,60 @@ use super::int8::{f16_to_f32, scale_min_k4, Q8Acts, Q8Row, WeightFormat, QK8};
 /// Rows interleaved in one group: one i32 lane each in a 512-bit register.
 pub const GROUP_ROWS: usize = 16;
 
+/// Codes of the packable formats, for the kernels' const generic parameters.
+pub mod code {
+    /// Q4_0.
+    pub const Q4_0: u8 = 0;
+    /// Q4_1.
+    pub const Q4_1: u8 = 1;
+    /// Q5_0.
+    pub const Q5_0: u8 = 2;
+    /// Q5_1.
+    pub const Q5_1: u8 = 3;
+    /// Q8_0.
+    pub const Q8_0: u8 = 4;
+    /// Q4_K.
+    pub const Q4K: u8 = 5;
+    /// Q6_K.
+    pub const Q6K: u8 = 6;
+}
+
+/// The format of a [`code`].
+pub const fn format_of(c: u8) -> WeightFormat {
+    match c {
+        code::Q4_0 => WeightFormat::Q4_0,
+        code::Q4_1 => WeightFormat::Q4_1,
+        code::Q5_0 => WeightFormat::Q5_0,
+        code::Q5_1 => WeightFormat::Q5_1,
+        code::Q4K => WeightFormat::Q4K,
+        code::Q6K => WeightFormat::Q6K,
+        _ => WeightFormat::Q8_0,
+    }
+}
+
+/// Whether a packed product of `n_rows` rows in `groups_len` bytes of groups (format `f`) with
+/// the activations `xs` into `out_len` values of stride `ldo` has every length it reads and
+/// writes in range: what a kernel checks before reading through raw pointers.
+pub fn gemm_fits(
+    f: WeightFormat,
+    groups_len: usize,
+    n_rows: usize,
+    xs: &Q8Acts,
+    out_len: usize,
+    ldo: usize,
+) -> bool {
+    let nb = xs.cols / QK8;
+    let ng = (n_rows + GROUP_ROWS - 1) / GROUP_ROWS;
+    xs.cols % f.block_elems() == 0
+        && groups_len >= ng * group_bytes(f, xs.cols)
+        && xs.qs.len() >= xs.rows * xs.cols
+        && xs.d.len() >= xs.rows * nb
+        && xs.s.len() >= xs.rows * nb
+        && xs.bsums.len() >= xs.rows * 2 * nb
+        && ldo >= n_rows
+        && (xs.rows == 0 || out_len >= (xs.rows - 1) * ldo + n_rows)
+}
+
 /// Whether `f` has a packed layout.
 pub fn packable(f: WeightFormat) -> bool {
     !matches!(f, WeightFormat::Q5K)
@@ -168,8 +222,14 @@ fn pack_unit(f: WeightFormat, blk: &[u8], i: usize, q: &mut [u8], sc: &mut [u8])
         }
         WeightFormat::Q8_0 => {
             for s in 0..8 {
-                let v = u32::from_le_bytes([blk[2 + 4 * s], blk[3 + 4 * s], blk[4 + 4 * s], blk[5 + 4 * s]]);
-                q[64 * s + 4 * i..64 * s + 4 * i + 4].copy_from_slice(&(v ^ 0x8080_8080).to_le_bytes());
+                let v = u32::from_le_bytes([
+                    blk[2 + 4 * s],
+                    blk[3 + 4 * s],
+                    blk[4 + 4 * s],
+                    blk[5 + 4 * s],
+                ]);
+                q[64 * s + 4 * i..64 * s + 4 * i + 4]
+                    .copy_from_slice(&(v ^ 0x8080_8080).to_le_bytes());
             }
             sc[2 * i..2 * i + 2].copy_from_slice(&blk[0..2]);
         }
@@ -356,7 +416,14 @@ pub fn dot_group(f: WeightFormat, group: &[u8], cols: usize, x: &Q8Row) -> [f32;
 /// `groups` (format `f`, `xs.cols` columns) and every token of `xs`.
 ///
 /// Panics if the lengths disagree.
-pub fn gemm_reference(f: WeightFormat, groups: &[u8], n_rows: usize, xs: &Q8Acts, out: &mut [f32], ldo: usize) {
+pub fn gemm_reference(
+    f: WeightFormat,
+    groups: &[u8],
+    n_rows: usize,
+    xs: &Q8Acts,
+    out: &mut [f32],
+    ldo: usize,
+) {
     let gb = group_bytes(f, xs.cols);
     for t in 0..xs.rows {
         let x = xs.row(t);

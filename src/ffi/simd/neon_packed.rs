@@ -14,38 +14,17 @@
 //! conversion in `asm!`, one function per lane index.
 
 use super::int8::{Q8Acts, Q8Row, WeightFormat, QK8};
-use super::packed::{self, GROUP_ROWS};
+use super::packed::code::{Q4K, Q4_0, Q4_1, Q5_0, Q5_1, Q6K, Q8_0};
+use super::packed::{self, format_of, GROUP_ROWS};
 use super::PackedGemmFn;
 use std::arch::aarch64::*;
 use std::arch::asm;
-
-/// Format codes used as const generic parameters.
-const Q4_0: u8 = 0;
-const Q4_1: u8 = 1;
-const Q5_0: u8 = 2;
-const Q5_1: u8 = 3;
-const Q8_0: u8 = 4;
-const Q4K: u8 = 5;
-const Q6K: u8 = 6;
 
 /// Rows per register (a quarter of a group).
 const QUARTER: usize = 4;
 
 /// Tokens per matrix-product tile.
 const TOKENS: usize = 4;
-
-/// The [`WeightFormat`] of a format code.
-fn format_of(f: u8) -> WeightFormat {
-    match f {
-        Q4_0 => WeightFormat::Q4_0,
-        Q4_1 => WeightFormat::Q4_1,
-        Q5_0 => WeightFormat::Q5_0,
-        Q5_1 => WeightFormat::Q5_1,
-        Q4K => WeightFormat::Q4K,
-        Q6K => WeightFormat::Q6K,
-        _ => WeightFormat::Q8_0,
-    }
-}
 
 /// Defines `acc + SDOT(w, lane L of x)`: lane `i` gains the dot of bytes `4i..4i+4` of `w` with
 /// bytes `4L..4L+4` of `x`.
@@ -94,7 +73,12 @@ unsafe fn bytes4(p: *const u8, signed: bool) -> float32x4_t {
     // SAFETY: the caller guarantees 4 readable bytes.
     let b = unsafe { [*p, *p.add(1), *p.add(2), *p.add(3)] };
     let v: [f32; 4] = if signed {
-        [b[0] as i8 as f32, b[1] as i8 as f32, b[2] as i8 as f32, b[3] as i8 as f32]
+        [
+            b[0] as i8 as f32,
+            b[1] as i8 as f32,
+            b[2] as i8 as f32,
+            b[3] as i8 as f32,
+        ]
     } else {
         [b[0] as f32, b[1] as f32, b[2] as f32, b[3] as f32]
     };
@@ -127,7 +111,12 @@ struct QuarterBlock {
 /// # Safety
 /// `g` must be readable for `packed::group_bytes(F, cols)` bytes, `b < cols / 32`, `qr < 4`.
 #[inline(always)]
-unsafe fn load_quarter<const F: u8>(g: *const u8, cols: usize, b: usize, qr: usize) -> QuarterBlock {
+unsafe fn load_quarter<const F: u8>(
+    g: *const u8,
+    cols: usize,
+    b: usize,
+    qr: usize,
+) -> QuarterBlock {
     let f = format_of(F);
     let (qb, sb) = (packed::quant_bytes(f), packed::scale_bytes(f));
     let per_unit = f.block_elems() / QK8;
@@ -143,13 +132,18 @@ unsafe fn load_quarter<const F: u8>(g: *const u8, cols: usize, b: usize, qr: usi
         let at = 16 * qr;
         if F == Q8_0 {
             for s in 0..8 {
-                w[s] = vreinterpretq_s8_u8(veorq_u8(vld1q_u8(q.add(64 * s + at)), vdupq_n_u8(0x80)));
+                w[s] =
+                    vreinterpretq_s8_u8(veorq_u8(vld1q_u8(q.add(64 * s + at)), vdupq_n_u8(0x80)));
             }
         } else if F == Q4K {
             let chunks = q.add(512 * (sub / 2));
             for s in 0..8 {
                 let v = vld1q_u8(chunks.add(64 * s + at));
-                w[s] = vreinterpretq_s8_u8(if sub % 2 == 0 { vandq_u8(v, low) } else { vshrq_n_u8::<4>(v) });
+                w[s] = vreinterpretq_s8_u8(if sub % 2 == 0 {
+                    vandq_u8(v, low)
+                } else {
+                    vshrq_n_u8::<4>(v)
+                });
             }
         } else {
             let q = if F == Q6K { q.add(384 * sub) } else { q };
@@ -169,7 +163,12 @@ unsafe fn load_quarter<const F: u8>(g: *const u8, cols: usize, b: usize, qr: usi
                 let top = vdupq_n_u8(0x30);
                 for hh in 0..2 {
                     let v = vld1q_u8(q.add(256 + 64 * hh + at));
-                    let parts = [vshlq_n_u8::<4>(v), vshlq_n_u8::<2>(v), v, vshrq_n_u8::<2>(v)];
+                    let parts = [
+                        vshlq_n_u8::<4>(v),
+                        vshlq_n_u8::<2>(v),
+                        v,
+                        vshrq_n_u8::<2>(v),
+                    ];
                     for k in 0..4 {
                         u[4 * hh + k] = vorrq_u8(u[4 * hh + k], vandq_u8(parts[k], top));
                     }
@@ -185,17 +184,40 @@ unsafe fn load_quarter<const F: u8>(g: *const u8, cols: usize, b: usize, qr: usi
             Q4K => {
                 let dmin = f16x4(sc.add(32 + 8 * qr));
                 let ds = vmulq_f32(d, bytes4(sc.add(64 + 16 * sub + 4 * qr), false));
-                let c = vnegq_f32(vmulq_f32(dmin, bytes4(sc.add(192 + 16 * sub + 4 * qr), false)));
-                QuarterBlock { w, d0: ds, d1: ds, c }
+                let c = vnegq_f32(vmulq_f32(
+                    dmin,
+                    bytes4(sc.add(192 + 16 * sub + 4 * qr), false),
+                ));
+                QuarterBlock {
+                    w,
+                    d0: ds,
+                    d1: ds,
+                    c,
+                }
             }
             Q6K => {
                 let d0 = vmulq_f32(d, bytes4(sc.add(32 + 16 * (2 * sub) + 4 * qr), true));
                 let d1 = vmulq_f32(d, bytes4(sc.add(32 + 16 * (2 * sub + 1) + 4 * qr), true));
                 QuarterBlock { w, d0, d1, c: zero }
             }
-            Q4_1 | Q5_1 => QuarterBlock { w, d0: d, d1: d, c: f16x4(sc.add(32 + 8 * qr)) },
-            Q8_0 => QuarterBlock { w, d0: d, d1: d, c: zero },
-            _ => QuarterBlock { w, d0: d, d1: d, c: vmulq_n_f32(d, -packed::offset(f)) },
+            Q4_1 | Q5_1 => QuarterBlock {
+                w,
+                d0: d,
+                d1: d,
+                c: f16x4(sc.add(32 + 8 * qr)),
+            },
+            Q8_0 => QuarterBlock {
+                w,
+                d0: d,
+                d1: d,
+                c: zero,
+            },
+            _ => QuarterBlock {
+                w,
+                d0: d,
+                d1: d,
+                c: vmulq_n_f32(d, -packed::offset(f)),
+            },
         }
     }
 }
@@ -207,7 +229,11 @@ unsafe fn load_quarter<const F: u8>(g: *const u8, cols: usize, b: usize, qr: usi
 /// The CPU must have `dotprod`; `g` must be readable for `packed::group_bytes(F, cols)` bytes and
 /// every `x[t]` must hold `cols` values (`qs`, `d`, `s`, `bsums` sized accordingly).
 #[target_feature(enable = "neon,dotprod")]
-unsafe fn tile<const F: u8, const T: usize>(g: *const u8, cols: usize, x: &[Q8Row; T]) -> [[float32x4_t; T]; 4] {
+unsafe fn tile<const F: u8, const T: usize>(
+    g: *const u8,
+    cols: usize,
+    x: &[Q8Row; T],
+) -> [[float32x4_t; T]; 4] {
     let mut acc = [[vdupq_n_f32(0.0); T]; 4];
     let zero = vdupq_n_s32(0);
     for b in 0..cols / QK8 {
@@ -223,8 +249,16 @@ unsafe fn tile<const F: u8, const T: usize>(g: *const u8, cols: usize, x: &[Q8Ro
                 // SAFETY: `dotprod` is enabled for this function.
                 let (mut lo, mut hi) = unsafe {
                     let w = &blk.w;
-                    let lo = sdot_l3(sdot_l2(sdot_l1(sdot_l0(zero, w[0], xa), w[1], xa), w[2], xa), w[3], xa);
-                    let hi = sdot_l3(sdot_l2(sdot_l1(sdot_l0(zero, w[4], xb), w[5], xb), w[6], xb), w[7], xb);
+                    let lo = sdot_l3(
+                        sdot_l2(sdot_l1(sdot_l0(zero, w[0], xa), w[1], xa), w[2], xa),
+                        w[3],
+                        xa,
+                    );
+                    let hi = sdot_l3(
+                        sdot_l2(sdot_l1(sdot_l0(zero, w[4], xb), w[5], xb), w[6], xb),
+                        w[7],
+                        xb,
+                    );
                     (lo, hi)
                 };
                 let da = vdupq_n_f32(x[t].d[b]);
@@ -252,7 +286,16 @@ unsafe fn tile<const F: u8, const T: usize>(g: *const u8, cols: usize, x: &[Q8Ro
 /// As [`tile`] for the group at `groups[g * gb..]`, with tokens `t0..t0 + T` of `xs`.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "neon,dotprod")]
-unsafe fn gemm_tokens<const F: u8, const T: usize>(groups: &[u8], gb: usize, g: usize, n_rows: usize, xs: &Q8Acts, t0: usize, out: &mut [f32], ldo: usize) {
+unsafe fn gemm_tokens<const F: u8, const T: usize>(
+    groups: &[u8],
+    gb: usize,
+    g: usize,
+    n_rows: usize,
+    xs: &Q8Acts,
+    t0: usize,
+    out: &mut [f32],
+    ldo: usize,
+) {
     let mut x = [xs.row(t0); T];
     for (i, xi) in x.iter_mut().enumerate() {
         *xi = xs.row(t0 + i);
@@ -277,20 +320,18 @@ unsafe fn gemm_tokens<const F: u8, const T: usize>(groups: &[u8], gb: usize, g: 
 /// # Safety
 /// The CPU must have `dotprod`; the lengths are checked here.
 #[target_feature(enable = "neon,dotprod")]
-unsafe fn gemm<const F: u8>(groups: &[u8], n_rows: usize, xs: &Q8Acts, out: &mut [f32], ldo: usize) {
+unsafe fn gemm<const F: u8>(
+    groups: &[u8],
+    n_rows: usize,
+    xs: &Q8Acts,
+    out: &mut [f32],
+    ldo: usize,
+) {
     let f = format_of(F);
-    let (cols, nb) = (xs.cols, xs.cols / QK8);
+    let cols = xs.cols;
     let gb = packed::group_bytes(f, cols);
     let ng = (n_rows + GROUP_ROWS - 1) / GROUP_ROWS;
-    let fits = cols % f.block_elems() == 0
-        && groups.len() >= ng * gb
-        && xs.qs.len() >= xs.rows * xs.cols
-        && xs.d.len() >= xs.rows * nb
-        && xs.s.len() >= xs.rows * nb
-        && xs.bsums.len() >= xs.rows * 2 * nb
-        && ldo >= n_rows
-        && (xs.rows == 0 || out.len() >= (xs.rows - 1) * ldo + n_rows);
-    if !fits {
+    if !packed::gemm_fits(f, groups.len(), n_rows, xs, out.len(), ldo) {
         return packed::gemm_reference(f, groups, n_rows, xs, out, ldo);
     }
     for g in 0..ng {

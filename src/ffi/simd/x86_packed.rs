@@ -10,36 +10,15 @@
 //! unpacked block serves all of them.
 
 use super::int8::{Q8Acts, Q8Row, WeightFormat, QK8};
-use crate::quant::packed::{self, GROUP_ROWS};
+use crate::quant::packed::code::{Q4K, Q4_0, Q4_1, Q5_0, Q5_1, Q6K, Q8_0};
+use crate::quant::packed::{self, format_of, GROUP_ROWS};
 use std::arch::x86_64::*;
-
-/// Format codes used as const generic parameters.
-pub(super) const Q4_0: u8 = 0;
-pub(super) const Q4_1: u8 = 1;
-pub(super) const Q5_0: u8 = 2;
-pub(super) const Q5_1: u8 = 3;
-pub(super) const Q8_0: u8 = 4;
-pub(super) const Q4K: u8 = 5;
-pub(super) const Q6K: u8 = 6;
 
 /// Tokens per matrix-product tile.
 const TOKENS: usize = 8;
 
 /// How far ahead the matrix-vector tile prefetches a group's stream.
 pub(super) const PREFETCH_BYTES: usize = 4096;
-
-/// The [`WeightFormat`] of a format code.
-pub(super) const fn format_of(f: u8) -> WeightFormat {
-    match f {
-        Q4_0 => WeightFormat::Q4_0,
-        Q4_1 => WeightFormat::Q4_1,
-        Q5_0 => WeightFormat::Q5_0,
-        Q5_1 => WeightFormat::Q5_1,
-        Q4K => WeightFormat::Q4K,
-        Q6K => WeightFormat::Q6K,
-        _ => WeightFormat::Q8_0,
-    }
-}
 
 /// One 32-weight block of 16 rows, ready for the dots: `w[s]` holds weights `4s..4s+4` of every
 /// row as unsigned bytes; `d0`/`d1` scale the integer sums of steps 0-3 / 4-7 (equal except for
@@ -300,18 +279,10 @@ unsafe fn gemm<const F: u8>(
     ldo: usize,
 ) {
     let f = format_of(F);
-    let (cols, nb) = (xs.cols, xs.cols / QK8);
+    let cols = xs.cols;
     let gb = packed::group_bytes(f, cols);
     let ng = n_rows.div_ceil(GROUP_ROWS);
-    let fits = cols.is_multiple_of(f.block_elems())
-        && groups.len() >= ng * gb
-        && xs.qs.len() >= xs.rows * xs.cols
-        && xs.d.len() >= xs.rows * nb
-        && xs.s.len() >= xs.rows * nb
-        && xs.bsums.len() >= xs.rows * 2 * nb
-        && ldo >= n_rows
-        && (xs.rows == 0 || out.len() >= (xs.rows - 1) * ldo + n_rows);
-    if !fits {
+    if !packed::gemm_fits(f, groups.len(), n_rows, xs, out.len(), ldo) {
         return packed::gemm_reference(f, groups, n_rows, xs, out, ldo);
     }
     if xs.rows == 1 {

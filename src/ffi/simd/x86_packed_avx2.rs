@@ -8,8 +8,9 @@
 //! by half, 4 tokens at a time.
 
 use super::int8::{Q8Acts, Q8Row, WeightFormat, QK8};
-use super::x86_packed::{format_of, PREFETCH_BYTES, Q4K, Q4_1, Q5_0, Q5_1, Q6K, Q8_0};
-use crate::quant::packed::{self, GROUP_ROWS};
+use super::x86_packed::PREFETCH_BYTES;
+use crate::quant::packed::code::{Q4K, Q4_0, Q4_1, Q5_0, Q5_1, Q6K, Q8_0};
+use crate::quant::packed::{self, format_of, GROUP_ROWS};
 use std::arch::x86_64::*;
 
 /// Tokens per matrix-product tile.
@@ -340,18 +341,10 @@ unsafe fn gemm<const F: u8>(
     ldo: usize,
 ) {
     let f = format_of(F);
-    let (cols, nb) = (xs.cols, xs.cols / QK8);
+    let cols = xs.cols;
     let gb = packed::group_bytes(f, cols);
     let ng = n_rows.div_ceil(GROUP_ROWS);
-    let fits = cols.is_multiple_of(f.block_elems())
-        && groups.len() >= ng * gb
-        && xs.qs.len() >= xs.rows * xs.cols
-        && xs.d.len() >= xs.rows * nb
-        && xs.s.len() >= xs.rows * nb
-        && xs.bsums.len() >= xs.rows * 2 * nb
-        && ldo >= n_rows
-        && (xs.rows == 0 || out.len() >= (xs.rows - 1) * ldo + n_rows);
-    if !fits {
+    if !packed::gemm_fits(f, groups.len(), n_rows, xs, out.len(), ldo) {
         return packed::gemm_reference(f, groups, n_rows, xs, out, ldo);
     }
     for g in 0..ng {
@@ -376,7 +369,7 @@ unsafe fn gemm<const F: u8>(
 /// The AVX2 packed matrix-product kernel for `f`, if it has a packed layout.
 pub fn gemm_fn(f: WeightFormat) -> Option<super::PackedGemmFn> {
     Some(match f {
-        WeightFormat::Q4_0 => gemm::<{ super::x86_packed::Q4_0 }>,
+        WeightFormat::Q4_0 => gemm::<Q4_0>,
         WeightFormat::Q4_1 => gemm::<Q4_1>,
         WeightFormat::Q5_0 => gemm::<Q5_0>,
         WeightFormat::Q5_1 => gemm::<Q5_1>,
