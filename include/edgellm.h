@@ -226,6 +226,15 @@ typedef struct edgellm_runtime_params {
     // arithmetic) instead of int8 activations and an f16 cache; several times slower. Added in
     // 0.2; callers built against 0.1 get 0.
     uint32_t exact_math;
+    // KV-cache budget as a fraction (0, 1] of the host's physical memory; used when
+    // `kv_cache_bytes` is 0. 0 (the default) with `kv_cache_bytes` 0 sizes the cache
+    // automatically: `max_batch` full contexts, capped at a quarter of host memory but never less
+    // than one context. Added in 0.2.
+    float kv_cache_fraction;
+    // KV-cache budget in bytes (all sequences and cached prefixes); 0 uses `kv_cache_fraction`
+    // or the automatic size. A budget below one full context fails `edgellm_runtime_create` with
+    // `EDGELLM_ERR_OUT_OF_MEMORY`, saying what would fit. Added in 0.2.
+    uint64_t kv_cache_bytes;
 } edgellm_runtime_params;
 
 #ifdef __cplusplus

@@ -7,6 +7,7 @@
 
 pub mod backend;
 pub mod error;
+pub mod kv_cache;
 pub mod eval;
 pub mod ffi;
 #[doc(hidden)]

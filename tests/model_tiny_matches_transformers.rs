@@ -73,7 +73,7 @@ fn cases() -> Vec<Case> {
 }
 
 fn params() -> RuntimeParams {
-    RuntimeParams { threads: 2, context_length: 64, max_batch: 1, backend: BackendKind::Cpu, seed: 0, exact_math: true }
+    RuntimeParams { threads: 2, context_length: 64, max_batch: 1, backend: BackendKind::Cpu, seed: 0, exact_math: true, ..RuntimeParams::default() }
 }
 
 fn load(path: &Path) -> Runtime {

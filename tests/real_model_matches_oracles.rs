@@ -65,6 +65,7 @@ fn load(g: &Value, exact_math: bool) -> Runtime {
         backend: BackendKind::Cpu,
         seed: 0,
         exact_math,
+        ..RuntimeParams::default()
     };
     Runtime::create(&path, &params).unwrap_or_else(|e| panic!("loading {}: {e}", path.display()))
 }

@@ -4,6 +4,8 @@
 
 pub mod cpu;
 
+use std::ops::Range;
+
 use crate::error::Result;
 use crate::model::config::RopeStyle;
 use crate::tensor::TensorRef;
@@ -25,6 +27,22 @@ pub struct AttentionShape {
     pub softcap: Option<f32>,
 }
 
+/// One sequence's share of a batched attention call.
+#[derive(Clone, Debug)]
+pub struct AttnSeq<'a> {
+    /// Its query rows in the call's `q` and `out` (consecutive positions).
+    pub rows: Range<usize>,
+    /// Position of the first of those rows.
+    pub pos0: usize,
+    /// Its KV block table, covering every position up to its last row's
+    /// (see [`crate::kv_cache::slot`]).
+    pub blocks: &'a [u32],
+    /// Prompt rows (prefill path) rather than generated ones (decode path). A backend computes a
+    /// row the same way whatever else shares the call, and picks the path by this flag alone, so
+    /// a sequence's results do not depend on batching or on how its prompt was chunked.
+    pub prompt: bool,
+}
+
 /// Compute backend: owns weights, activations and KV storage, and runs the ops on them.
 pub trait Backend: Send + Sync {
     /// A weight matrix `[rows, cols]` in its stored (possibly quantized) format.
@@ -33,7 +51,7 @@ pub trait Backend: Send + Sync {
     type Vector: Send + Sync;
     /// An f32 activation buffer of `rows x cols`.
     type Act: Send;
-    /// Key/value storage of one sequence, all layers.
+    /// Paged key/value storage shared by all sequences, all layers.
     type Kv: Send;
 
     /// Backend name for logs and `ModelInfo`.
@@ -57,11 +75,18 @@ pub trait Backend: Send + Sync {
     fn take_to_host(&self, x: Self::Act) -> Result<Vec<f32>> {
         self.read_all(&x)
     }
-    /// Copies row `row` of `x` into the single-row buffer `out`.
-    fn copy_row(&self, x: &Self::Act, row: usize, out: &mut Self::Act) -> Result<()>;
-    /// KV storage for `n_layers` layers of `kv_dim`-wide keys and values, growing up to
-    /// `capacity` tokens.
-    fn kv(&self, n_layers: usize, kv_dim: usize, capacity: usize) -> Result<Self::Kv>;
+    /// Copies rows `rows` of `x`, in that order, into `out` (`rows.len()` rows).
+    fn gather_rows(&self, x: &Self::Act, rows: &[usize], out: &mut Self::Act) -> Result<()>;
+    /// Zeroed paged KV storage of `n_slots` rows (blocks times
+    /// [`crate::kv_cache::BLOCK_TOKENS`]) of `kv_dim`-wide keys and values for `n_layers` layers.
+    fn kv(&self, n_layers: usize, kv_dim: usize, n_slots: usize) -> Result<Self::Kv>;
+    /// Bytes of one stored key or value element (2 for f16).
+    fn kv_element_bytes(&self, kv: &Self::Kv) -> usize;
+    /// The raw bytes of rows `slots` of every layer, keys then values layer by layer (for saving
+    /// the prefix cache).
+    fn kv_read(&self, kv: &Self::Kv, slots: Range<usize>) -> Result<Vec<u8>>;
+    /// Writes bytes laid out as [`Backend::kv_read`] returns them into rows `slots`.
+    fn kv_write(&self, kv: &mut Self::Kv, slots: Range<usize>, bytes: &[u8]) -> Result<()>;
 
     /// `out[i] = table[ids[i]] * scale` (rows of the embedding table, dequantized).
     fn embed(&self, table: &Self::Matrix, ids: &[u32], scale: Option<f32>, out: &mut Self::Act) -> Result<()>;
@@ -85,15 +110,15 @@ pub trait Backend: Send + Sync {
     fn add(&self, x: &mut Self::Act, y: &Self::Act) -> Result<()>;
     /// Rotates every `head_dim`-wide head of row `i` of `x` by position `positions[i]`.
     fn rope(&self, x: &mut Self::Act, positions: &[usize], inv_freq: &Self::Vector, head_dim: usize, style: RopeStyle) -> Result<()>;
-    /// Stores rows of `k` and `v` at `positions` of `layer`.
-    fn kv_store(&self, kv: &mut Self::Kv, layer: usize, positions: &[usize], k: &Self::Act, v: &Self::Act) -> Result<()>;
-    /// Causal attention of query rows at `positions` over the keys and values stored in `layer`.
+    /// Stores row `i` of `k` and `v` in row `slots[i]` of `layer`.
+    fn kv_store(&self, kv: &mut Self::Kv, layer: usize, slots: &[usize], k: &Self::Act, v: &Self::Act) -> Result<()>;
+    /// Causal attention of every sequence's query rows over its keys and values in `layer`.
     fn attention(
         &self,
         q: &Self::Act,
         kv: &Self::Kv,
         layer: usize,
-        positions: &[usize],
+        seqs: &[AttnSeq<'_>],
         shape: AttentionShape,
         out: &mut Self::Act,
     ) -> Result<()>;

@@ -8,6 +8,7 @@ use super::handle::{self, Handle, Versioned};
 use super::request::{edgellm_request, RequestData};
 use super::response::{edgellm_response, ResponseData};
 use super::status::{boundary, edgellm_status, Failure};
+use crate::kv_cache::KvBudget;
 use crate::runtime::{BackendKind, ModelInfo, Runtime, RuntimeParams, StreamEvent, StreamFn};
 use crate::Error;
 
@@ -53,6 +54,15 @@ pub struct edgellm_runtime_params {
     /// arithmetic) instead of int8 activations and an f16 cache; several times slower. Added in
     /// 0.2; callers built against 0.1 get 0.
     pub exact_math: u32,
+    /// KV-cache budget as a fraction (0, 1] of the host's physical memory; used when
+    /// `kv_cache_bytes` is 0. 0 (the default) with `kv_cache_bytes` 0 sizes the cache
+    /// automatically: `max_batch` full contexts, capped at a quarter of host memory but never less
+    /// than one context. Added in 0.2.
+    pub kv_cache_fraction: f32,
+    /// KV-cache budget in bytes (all sequences and cached prefixes); 0 uses `kv_cache_fraction`
+    /// or the automatic size. A budget below one full context fails `edgellm_runtime_create` with
+    /// `EDGELLM_ERR_OUT_OF_MEMORY`, saying what would fit. Added in 0.2.
+    pub kv_cache_bytes: u64,
 }
 
 impl Default for edgellm_runtime_params {
@@ -70,6 +80,8 @@ impl Default for edgellm_runtime_params {
             } as u32,
             seed: d.seed,
             exact_math: d.exact_math as u32,
+            kv_cache_fraction: 0.0,
+            kv_cache_bytes: 0,
         }
     }
 }
@@ -99,6 +111,13 @@ fn runtime_params(p: edgellm_runtime_params) -> Result<RuntimeParams, Failure> {
         backend,
         seed: p.seed,
         exact_math: p.exact_math != 0,
+        kv_budget: if p.kv_cache_bytes > 0 {
+            KvBudget::Bytes(p.kv_cache_bytes)
+        } else if p.kv_cache_fraction != 0.0 {
+            KvBudget::HostFraction(p.kv_cache_fraction as f64)
+        } else {
+            KvBudget::Auto
+        },
     })
 }
 

@@ -4,8 +4,9 @@
 
 use super::config::ModelConfig;
 use super::weights::ModelWeights;
-use crate::backend::{AttentionShape, Backend};
+use crate::backend::{AttentionShape, AttnSeq, Backend};
 use crate::error::{Error, Result};
+use crate::kv_cache::{slot, BLOCK_TOKENS};
 
 /// Which positions of a forward call produce logits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,25 +19,53 @@ pub enum LogitRows {
     All,
 }
 
-/// Runs `ids` at positions `pos0..pos0+ids.len()` through the model, appending their keys and
-/// values to `kv`, and returns the requested logits rows.
+/// One sequence's share of a batched forward call.
+#[derive(Clone, Debug)]
+pub struct SeqInput<'a> {
+    /// Its new tokens.
+    pub ids: &'a [u32],
+    /// Position of the first of them.
+    pub pos0: usize,
+    /// Its KV block table, covering positions up to `pos0 + ids.len()`.
+    pub blocks: &'a [u32],
+    /// Whether these are prompt tokens (prefill) or generated ones (decode); see
+    /// [`AttnSeq::prompt`].
+    pub prompt: bool,
+    /// Which of its rows produce logits.
+    pub logits: LogitRows,
+}
+
+/// Runs every sequence's tokens through the model in one pass (their rows share every matrix
+/// product), storing their keys and values in their blocks of `kv`, and returns each sequence's
+/// requested logits rows.
 pub fn forward<B: Backend>(
     backend: &B,
     cfg: &ModelConfig,
     w: &ModelWeights<B>,
     kv: &mut B::Kv,
-    ids: &[u32],
-    pos0: usize,
-    rows: LogitRows,
-) -> Result<Vec<Vec<f32>>> {
-    let n = ids.len();
-    if n == 0 {
+    seqs: &[SeqInput<'_>],
+) -> Result<Vec<Vec<Vec<f32>>>> {
+    let n: usize = seqs.iter().map(|s| s.ids.len()).sum();
+    if n == 0 || seqs.iter().any(|s| s.ids.is_empty()) {
         return Err(Error::InvalidArgument("forward of zero tokens".into()));
     }
-    let positions: Vec<usize> = (pos0..pos0 + n).collect();
+    let mut ids = Vec::with_capacity(n);
+    let mut positions = Vec::with_capacity(n);
+    let mut slots = Vec::with_capacity(n);
+    let mut attn = Vec::with_capacity(seqs.len());
+    for s in seqs {
+        let end = s.pos0 + s.ids.len();
+        if s.blocks.len() * BLOCK_TOKENS < end {
+            return Err(Error::Internal(format!("{} KV blocks cannot hold position {}", s.blocks.len(), end - 1)));
+        }
+        attn.push(AttnSeq { rows: ids.len()..ids.len() + s.ids.len(), pos0: s.pos0, blocks: s.blocks, prompt: s.prompt });
+        ids.extend_from_slice(s.ids);
+        positions.extend(s.pos0..end);
+        slots.extend((s.pos0..end).map(|p| slot(s.blocks, p)));
+    }
     let b = backend;
     let mut x = b.act(n, cfg.hidden)?;
-    b.embed(&w.embed, ids, cfg.embed_scale, &mut x)?;
+    b.embed(&w.embed, &ids, cfg.embed_scale, &mut x)?;
     let mut xn = b.act(n, cfg.hidden)?;
     let mut q = b.act(n, cfg.q_dim())?;
     let mut k = b.act(n, cfg.kv_dim())?;
@@ -62,7 +91,7 @@ pub fn forward<B: Backend>(
         let inv_freq = if sliding { &w.inv_freq_local } else { &w.inv_freq_global };
         b.rope(&mut q, &positions, inv_freq, cfg.head_dim, cfg.rope_style)?;
         b.rope(&mut k, &positions, inv_freq, cfg.head_dim, cfg.rope_style)?;
-        b.kv_store(kv, li, &positions, &k, &v)?;
+        b.kv_store(kv, li, &slots, &k, &v)?;
         let shape = AttentionShape {
             n_heads: cfg.n_heads,
             n_kv_heads: cfg.n_kv_heads,
@@ -71,7 +100,7 @@ pub fn forward<B: Backend>(
             window: if sliding { cfg.sliding_window } else { None },
             softcap: cfg.attn_softcap,
         };
-        b.attention(&q, kv, li, &positions, shape, &mut att)?;
+        b.attention(&q, kv, li, &attn, shape, &mut att)?;
         b.matmul(&att, &l.wo, &mut proj)?;
         if let Some(pn) = &l.post_attn_norm {
             b.rms_norm_inplace(&mut proj, pn, cfg.rms_eps)?;
@@ -87,26 +116,32 @@ pub fn forward<B: Backend>(
         }
         b.add(&mut x, &proj)?;
     }
-    let picked = match rows {
-        LogitRows::None => return Ok(Vec::new()),
-        LogitRows::All => x,
-        LogitRows::Last => {
-            let mut last = b.act(1, cfg.hidden)?;
-            b.copy_row(&x, n - 1, &mut last)?;
-            last
+    // The rows that produce logits, and how many belong to each sequence.
+    let mut picked = Vec::new();
+    let mut per_seq = Vec::with_capacity(seqs.len());
+    for (s, a) in seqs.iter().zip(&attn) {
+        let before = picked.len();
+        match s.logits {
+            LogitRows::None => {}
+            LogitRows::Last => picked.push(a.rows.end - 1),
+            LogitRows::All => picked.extend(a.rows.clone()),
         }
-    };
-    let m = if rows == LogitRows::All { n } else { 1 };
+        per_seq.push(picked.len() - before);
+    }
+    if picked.is_empty() {
+        return Ok(vec![Vec::new(); seqs.len()]);
+    }
+    let m = picked.len();
+    let mut sel = b.act(m, cfg.hidden)?;
+    b.gather_rows(&x, &picked, &mut sel)?;
     let mut normed = b.act(m, cfg.hidden)?;
-    b.rms_norm(&picked, &w.output_norm, cfg.rms_eps, &mut normed)?;
+    b.rms_norm(&sel, &w.output_norm, cfg.rms_eps, &mut normed)?;
     let mut logits = b.act(m, cfg.vocab)?;
     b.matmul(&normed, &w.output, &mut logits)?;
     if let Some(cap) = cfg.final_softcap {
         b.softcap(&mut logits, cap)?;
     }
     let all = b.take_to_host(logits)?;
-    if m == 1 {
-        return Ok(vec![all]);
-    }
-    Ok(all.chunks_exact(cfg.vocab).map(|r| r.to_vec()).collect())
+    let mut rows = all.chunks_exact(cfg.vocab);
+    Ok(per_seq.iter().map(|&c| rows.by_ref().take(c).map(|r| r.to_vec()).collect()).collect())
 }

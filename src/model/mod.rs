@@ -16,7 +16,7 @@ use crate::loader::metadata::Metadata;
 use crate::tensor::WeightMap;
 
 pub use config::{Arch, ModelConfig};
-pub use forward::LogitRows;
+pub use forward::{LogitRows, SeqInput};
 use weights::ModelWeights;
 
 /// Where a model's weights and vocabulary come from.
@@ -98,17 +98,19 @@ impl<B: Backend> Model<B> {
         Ok(Model { config, backend, weights })
     }
 
-    /// Fresh KV storage for one sequence of up to `capacity` tokens.
-    pub fn new_kv(&self, capacity: usize) -> Result<B::Kv> {
-        self.backend.kv(self.config.n_layers, self.config.kv_dim(), capacity)
+    /// Zeroed paged KV storage of `n_blocks` blocks for this model.
+    pub fn new_kv(&self, n_blocks: usize) -> Result<B::Kv> {
+        self.backend.kv(self.config.n_layers, self.config.kv_dim(), n_blocks * crate::kv_cache::BLOCK_TOKENS)
     }
 
-    /// Runs `ids` at positions starting at `pos0`, storing their keys and values in `kv`.
-    pub fn forward(&self, kv: &mut B::Kv, ids: &[u32], pos0: usize, rows: LogitRows) -> Result<Vec<Vec<f32>>> {
-        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= self.config.vocab) {
-            return Err(Error::InvalidArgument(format!("token id {bad} is outside the vocabulary of {}", self.config.vocab)));
+    /// Runs a batch of sequences (see [`forward::forward`]), checking their token ids first.
+    pub fn forward(&self, kv: &mut B::Kv, seqs: &[SeqInput<'_>]) -> Result<Vec<Vec<Vec<f32>>>> {
+        for s in seqs {
+            if let Some(&bad) = s.ids.iter().find(|&&id| id as usize >= self.config.vocab) {
+                return Err(Error::InvalidArgument(format!("token id {bad} is outside the vocabulary of {}", self.config.vocab)));
+            }
         }
-        forward::forward(&self.backend, &self.config, &self.weights, kv, ids, pos0, rows)
+        forward::forward(&self.backend, &self.config, &self.weights, kv, seqs)
     }
 
     /// Bytes of weight data and number of parameters.

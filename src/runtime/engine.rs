@@ -1,56 +1,66 @@
-//! Backend-erased model handle: the runtime drives sequences through these two traits and never
-//! names a backend type, so adding the CUDA backend touches only `create`.
+//! Backend-erased model handle: the runtime drives batches through this trait and never names a
+//! backend type, so adding the CUDA backend touches only `create`.
 
+use std::ops::Range;
+use std::sync::Mutex;
+
+use super::scheduler::lock;
 use crate::backend::Backend;
 use crate::error::Result;
-use crate::model::{LogitRows, Model, ModelConfig};
+use crate::model::{Model, ModelConfig, SeqInput};
 
-/// A loaded model on some backend.
+/// A loaded model on some backend, with the paged KV storage all its sequences share.
 pub(crate) trait Engine: Send + Sync {
     /// Hyperparameters of the model.
     fn config(&self) -> &ModelConfig;
     /// Backend name.
     fn backend_name(&self) -> &'static str;
-    /// Starts an empty sequence that can hold up to `capacity` tokens.
-    fn new_sequence(&self, capacity: usize) -> Result<Box<dyn Sequence + '_>>;
+    /// Runs one batched forward pass (see [`crate::model::forward::forward`]).
+    fn forward(&self, seqs: &[SeqInput<'_>]) -> Result<Vec<Vec<Vec<f32>>>>;
+    /// Bytes of one stored key or value element.
+    fn kv_element_bytes(&self) -> usize;
+    /// Raw keys and values of KV rows `slots`, all layers.
+    fn kv_read(&self, slots: Range<usize>) -> Result<Vec<u8>>;
+    /// Writes rows read by [`Engine::kv_read`] back into rows `slots`.
+    fn kv_write(&self, slots: Range<usize>, bytes: &[u8]) -> Result<()>;
 }
 
-/// One sequence's growing KV state.
-pub(crate) trait Sequence: Send {
-    /// Appends `ids` and returns the requested logits rows.
-    fn feed(&mut self, ids: &[u32], rows: LogitRows) -> Result<Vec<Vec<f32>>>;
-    /// Tokens held so far.
-    fn len(&self) -> usize;
+/// A model and its KV storage (one pass at a time uses it).
+pub(crate) struct ModelEngine<B: Backend> {
+    model: Model<B>,
+    kv: Mutex<B::Kv>,
 }
 
-struct ModelSequence<'m, B: Backend> {
-    model: &'m Model<B>,
-    kv: B::Kv,
-    len: usize,
-}
-
-impl<B: Backend> Sequence for ModelSequence<'_, B> {
-    fn feed(&mut self, ids: &[u32], rows: LogitRows) -> Result<Vec<Vec<f32>>> {
-        let out = self.model.forward(&mut self.kv, ids, self.len, rows)?;
-        self.len += ids.len();
-        Ok(out)
-    }
-
-    fn len(&self) -> usize {
-        self.len
+impl<B: Backend> ModelEngine<B> {
+    /// Pairs `model` with zeroed KV storage of `n_blocks` blocks.
+    pub fn new(model: Model<B>, n_blocks: usize) -> Result<ModelEngine<B>> {
+        let kv = model.new_kv(n_blocks)?;
+        Ok(ModelEngine { model, kv: Mutex::new(kv) })
     }
 }
 
-impl<B: Backend + 'static> Engine for Model<B> {
+impl<B: Backend + 'static> Engine for ModelEngine<B> {
     fn config(&self) -> &ModelConfig {
-        &self.config
+        &self.model.config
     }
 
     fn backend_name(&self) -> &'static str {
-        self.backend.name()
+        self.model.backend.name()
     }
 
-    fn new_sequence(&self, capacity: usize) -> Result<Box<dyn Sequence + '_>> {
-        Ok(Box::new(ModelSequence { model: self, kv: self.new_kv(capacity)?, len: 0 }))
+    fn forward(&self, seqs: &[SeqInput<'_>]) -> Result<Vec<Vec<Vec<f32>>>> {
+        self.model.forward(&mut lock(&self.kv), seqs)
+    }
+
+    fn kv_element_bytes(&self) -> usize {
+        self.model.backend.kv_element_bytes(&lock(&self.kv))
+    }
+
+    fn kv_read(&self, slots: Range<usize>) -> Result<Vec<u8>> {
+        self.model.backend.kv_read(&lock(&self.kv), slots)
+    }
+
+    fn kv_write(&self, slots: Range<usize>, bytes: &[u8]) -> Result<()> {
+        self.model.backend.kv_write(&mut lock(&self.kv), slots, bytes)
     }
 }

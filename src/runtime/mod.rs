@@ -2,11 +2,15 @@
 //! generation requests. This is the Rust API the C ABI in `src/ffi` wraps one to one.
 
 mod engine;
-mod generate;
 mod prompt;
 pub mod request;
+mod scheduler;
+mod seq_gen;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
 use std::time::Instant;
 
 pub use request::{
@@ -15,10 +19,12 @@ pub use request::{
 
 use crate::backend::cpu::CpuBackend;
 use crate::error::{Error, Result};
-use crate::model::{open_source, LogitRows, Model, ModelSource};
+use crate::kv_cache::file as kv_file;
+use crate::kv_cache::{blocks_for, KvBudget, KvPlan, PrefixCache, BLOCK_TOKENS};
+use crate::model::{open_source, LogitRows, Model, ModelSource, SeqInput};
 use crate::vocab::{ChatTemplate, Vocab};
-use engine::Engine;
-use generate::{GenerateCtx, PREFILL_CHUNK};
+use engine::{Engine, ModelEngine};
+use scheduler::{lock, Event, Limits, SeqRequest, Shared, PREFILL_CHUNK};
 
 /// Which compute backend a runtime uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,11 +53,21 @@ pub struct RuntimeParams {
     /// Run the CPU backend's reference arithmetic (f32 activations and KV cache) instead of int8
     /// activations and an f16 KV cache: several times slower, for checking accuracy.
     pub exact_math: bool,
+    /// Memory the KV cache (all sequences and cached prefixes) may take.
+    pub kv_budget: KvBudget,
 }
 
 impl Default for RuntimeParams {
     fn default() -> Self {
-        RuntimeParams { threads: 0, context_length: 0, max_batch: 4, backend: BackendKind::Auto, seed: 0, exact_math: false }
+        RuntimeParams {
+            threads: 0,
+            context_length: 0,
+            max_batch: 4,
+            backend: BackendKind::Auto,
+            seed: 0,
+            exact_math: false,
+            kv_budget: KvBudget::Auto,
+        }
     }
 }
 
@@ -78,23 +94,81 @@ pub struct ModelInfo {
     pub weight_bytes: u64,
     /// Bytes of KV cache per token of context.
     pub kv_bytes_per_token: u64,
+    /// Blocks of the KV cache, planned from the budget at creation.
+    pub kv_blocks: usize,
+    /// Token positions per KV block.
+    pub kv_block_tokens: usize,
+    /// Bytes reserved for the KV cache (touched only as blocks are used).
+    pub kv_bytes: u64,
     /// Count of tensors per element type, e.g. `("Q4_1", 210)`.
     pub tensor_types: Vec<(String, usize)>,
 }
 
-/// A loaded model ready to serve requests. `Send + Sync`: requests from several threads run
-/// concurrently and share the compute thread pool.
-pub struct Runtime {
+/// What the scheduler thread shares with the runtime's handle.
+struct Core {
     engine: Box<dyn Engine>,
     vocab: Vocab,
+    shared: Shared,
+    limits: Limits,
+    /// Identity of the model's weights, checked when a saved prefix cache is loaded.
+    fingerprint: u64,
+}
+
+/// Counters and memory figures of a runtime (see [`Runtime::metrics`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RuntimeMetrics {
+    /// Bytes of weight data.
+    pub weight_bytes: u64,
+    /// Bytes of KV blocks in use (sequences and cached prefixes).
+    pub kv_used_bytes: u64,
+    /// Bytes of the whole KV cache.
+    pub kv_total_bytes: u64,
+    /// KV blocks in use.
+    pub kv_used_blocks: usize,
+    /// KV blocks in all.
+    pub kv_total_blocks: usize,
+    /// KV blocks held by the prefix cache.
+    pub kv_cached_blocks: usize,
+    /// Prompts finished.
+    pub sequences: u64,
+    /// Tokens generated.
+    pub generated_tokens: u64,
+    /// Prompt tokens admitted.
+    pub prompt_tokens: u64,
+    /// Prompt tokens whose keys and values came from the prefix cache.
+    pub reused_prompt_tokens: u64,
+    /// Prompts that found a cached prefix.
+    pub cache_hits: u64,
+    /// Prompts looked up in the prefix cache.
+    pub cache_lookups: u64,
+    /// Forward steps the scheduler ran.
+    pub steps: u64,
+    /// Mean number of sequences per step.
+    pub mean_batch: f64,
+}
+
+/// A loaded model ready to serve requests. `Send + Sync`: requests from several threads are
+/// batched together by the runtime's scheduler thread (continuous batching).
+pub struct Runtime {
+    core: Arc<Core>,
     template: Option<ChatTemplate>,
     info: ModelInfo,
     params: RuntimeParams,
+    scheduler: Option<std::thread::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Runtime").field("info", &self.info).finish()
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.core.shared.shut_down();
+        if let Some(t) = self.scheduler.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -132,6 +206,9 @@ impl Runtime {
             0 => config.trained_context,
             n => n,
         };
+        let kv_bytes_per_token = 2 * config.n_layers * config.kv_dim() * if params.exact_math { 4 } else { 2 };
+        // Planned before the weights load, so a budget that cannot work fails fast.
+        let plan = KvPlan::new(params.kv_budget, kv_bytes_per_token, context, params.max_batch)?;
         let threads = match params.threads {
             0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             n => n,
@@ -150,6 +227,7 @@ impl Runtime {
             .and_then(|m| m.str_opt("general.name").ok().flatten())
             .map(str::to_string)
             .unwrap_or_else(|| path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default());
+        let fingerprint = model_fingerprint(&config, weights);
         let model = Model::load(backend, &source, config.clone())?;
         let (weight_bytes, n_params) = model.weight_stats();
         let info = ModelInfo {
@@ -162,10 +240,21 @@ impl Runtime {
             hidden_size: config.hidden,
             n_params,
             weight_bytes,
-            kv_bytes_per_token: (2 * config.n_layers * config.kv_dim() * if params.exact_math { 4 } else { 2 }) as u64,
+            kv_bytes_per_token: kv_bytes_per_token as u64,
+            kv_blocks: plan.n_blocks,
+            kv_block_tokens: plan.block_tokens,
+            kv_bytes: plan.bytes(),
             tensor_types: tensor_types.into_iter().collect(),
         };
-        Ok(Runtime { engine: Box::new(model), vocab, template, info, params: params.clone() })
+        let engine = Box::new(ModelEngine::new(model, plan.n_blocks)?);
+        let limits = Limits { max_batch: params.max_batch, context };
+        let core = Arc::new(Core { engine, vocab, shared: Shared::new(plan.n_blocks), limits, fingerprint });
+        let worker = Arc::clone(&core);
+        let scheduler = std::thread::Builder::new()
+            .name("edgellm-scheduler".into())
+            .spawn(move || scheduler::serve(worker.engine.as_ref(), &worker.vocab, &worker.shared, worker.limits))
+            .map_err(|e| Error::Backend(format!("cannot start the scheduler thread: {e}")))?;
+        Ok(Runtime { core, template, info, params: params.clone(), scheduler: Some(scheduler) })
     }
 
     /// Facts about the loaded model.
@@ -180,12 +269,13 @@ impl Runtime {
 
     /// The tokenizer.
     pub fn vocab(&self) -> &Vocab {
-        &self.vocab
+        &self.core.vocab
     }
 
-    /// Generates for every prompt of `request`, streaming pieces to `stream` when given. The
-    /// prompts run one after another, each in its own KV state; a prompt that fails (e.g. too
-    /// long for the context) fails the whole request with that error.
+    /// Generates for every prompt of `request`, streaming pieces to `stream` when given (on this
+    /// thread). The prompts join the runtime's running batch, with those of requests from other
+    /// threads; prompts beyond the batch or KV limits wait their turn. A prompt that fails (e.g.
+    /// too long for the context) fails the whole request with that error.
     pub fn handle_request(
         &self,
         request: &GenerationRequest,
@@ -194,46 +284,278 @@ impl Runtime {
         if request.prompts.is_empty() {
             return Err(Error::InvalidArgument("the request has no prompt".into()));
         }
-        if request.prompts.len() > self.params.max_batch {
-            return Err(Error::InvalidArgument(format!(
-                "the request has {} prompts but the runtime was created for batches of at most {}",
-                request.prompts.len(),
-                self.params.max_batch
-            )));
-        }
         let started = Instant::now();
-        let mut prompts = Vec::with_capacity(request.prompts.len());
-        for p in &request.prompts {
+        let vocab = &self.core.vocab;
+        let context = self.info.context_length;
+        let mut sampling = request.sampling.clone();
+        if sampling.seed == 0 {
+            sampling.seed = self.params.seed;
+        }
+        // Checked up front, so a bad setting fails the request before anything runs.
+        crate::sampling::Sampler::new(&sampling)?;
+        let (tx, rx) = mpsc::channel();
+        let mut seqs = Vec::with_capacity(request.prompts.len());
+        let mut streamed = Vec::with_capacity(request.prompts.len());
+        for (i, p) in request.prompts.iter().enumerate() {
             let render = |m: &[Message]| self.render(m, true, request.template_style.as_deref());
-            prompts.push(prompt::prompt_ids(p, request.apply_chat_template, render, &self.vocab)?);
-        }
-        let run = |f: &mut generate::ComputeStep<'_>| f();
-        let mut outputs = Vec::with_capacity(prompts.len());
-        for (i, ids) in prompts.into_iter().enumerate() {
-            let ctx = GenerateCtx {
-                vocab: &self.vocab,
-                request,
+            let ids = prompt::prompt_ids(p, request.apply_chat_template, render, vocab)?;
+            if ids.len() >= context {
+                return Err(Error::ContextOverflow(format!(
+                    "the prompt has {} tokens but the context holds {} (at least one must be left to generate)",
+                    ids.len(),
+                    context
+                )));
+            }
+            let need = scheduler::blocks_needed(ids.len(), request.max_generate_length, context);
+            if need > self.info.kv_blocks {
+                return Err(Error::OutOfMemory(format!(
+                    "prompt {i} needs {need} KV blocks ({} tokens) but the whole cache holds {} blocks; raise the KV budget or lower max_generate_length",
+                    need * BLOCK_TOKENS,
+                    self.info.kv_blocks
+                )));
+            }
+            seqs.push(SeqRequest {
+                prompt: ids,
                 prompt_index: i,
-                context: self.info.context_length,
-                default_seed: self.params.seed,
+                sampling: sampling.clone(),
+                max_generate_length: request.max_generate_length,
+                stop: request.stop.clone(),
+                ignore_eos: request.ignore_eos,
+                cancel: request.cancel.clone(),
                 started,
-                run: &run,
-            };
-            let mut seq = self.engine.new_sequence(self.info.context_length)?;
-            outputs.push(generate::generate(seq.as_mut(), ids, &ctx, stream.as_deref_mut())?);
+                events: tx.clone(),
+                streamed: stream.is_some().then(|| Arc::new(AtomicUsize::new(0))),
+            });
+            streamed.push(seqs[i].streamed.clone());
         }
-        Ok(outputs)
+        drop(tx);
+        let n = seqs.len();
+        self.core.shared.submit(seqs);
+        let mut outputs: Vec<Option<GenerationOutput>> = vec![None; n];
+        let mut failure = None;
+        let mut remaining = n;
+        while remaining > 0 {
+            let Ok(event) = rx.recv() else {
+                return Err(Error::Internal("the scheduler stopped before the request finished".into()));
+            };
+            match event {
+                Event::Piece { prompt_index, token, text } => {
+                    if let Some(cb) = stream.as_deref_mut() {
+                        if !cb(StreamEvent { prompt_index, token, text: &text }) {
+                            request.cancel.cancel();
+                        }
+                    }
+                    if let Some(Some(count)) = streamed.get(prompt_index) {
+                        count.fetch_add(1, Ordering::Release);
+                        self.core.shared.notify();
+                    }
+                }
+                Event::Done { prompt_index, result } => {
+                    remaining -= 1;
+                    match result {
+                        Ok(out) => outputs[prompt_index] = Some(out),
+                        Err(e) => {
+                            // The request fails: its other prompts stop at their next step.
+                            request.cancel.cancel();
+                            failure.get_or_insert(e);
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        outputs.into_iter().map(|o| o.ok_or_else(|| Error::Internal("a prompt produced no output".into()))).collect()
+    }
+
+    /// Prefills a system prompt once and keeps its KV blocks pinned in the prefix cache: later
+    /// requests whose templated prompt starts with the same tokens share those blocks (no copy)
+    /// and prefill only the rest. With a chat template, the prefix is the part of
+    /// `[system, user]` conversations that does not depend on the user's message; without one,
+    /// the text itself. Returns the number of prompt tokens now cached (whole blocks).
+    pub fn cache_system_prompt(&self, system_prompt: &str, style: Option<&str>) -> Result<usize> {
+        let ids = self.system_prefix(system_prompt, style)?;
+        if ids.len() < BLOCK_TOKENS {
+            return Ok(0);
+        }
+        let whole = ids.len() / BLOCK_TOKENS * BLOCK_TOKENS;
+        let ids = &ids[..whole];
+        self.check_ids(ids)?;
+        // Blocks already cached are found, not recomputed.
+        let matched = {
+            let mut kv = lock(&self.core.shared.kv);
+            let scheduler::KvState { alloc, prefix } = &mut *kv;
+            prefix.lookup(alloc, 0, ids, whole / BLOCK_TOKENS)
+        };
+        let done = matched.len() * BLOCK_TOKENS;
+        let result = (|| {
+            if done < whole {
+                let fresh = self.take_blocks(blocks_for(whole) - matched.len())?;
+                let mut blocks = matched.clone();
+                blocks.extend_from_slice(&fresh);
+                let run = self.prefill(ids, done, &blocks);
+                let mut kv = lock(&self.core.shared.kv);
+                if run.is_ok() {
+                    let scheduler::KvState { alloc, prefix } = &mut *kv;
+                    prefix.insert(alloc, 0, ids, &blocks);
+                }
+                kv.release(&fresh);
+                run?;
+            }
+            Ok(())
+        })();
+        let mut kv = lock(&self.core.shared.kv);
+        kv.release(&matched);
+        result?;
+        Ok(kv.prefix.pin(0, ids) * BLOCK_TOKENS)
+    }
+
+    /// The token ids every chat with this system prompt starts with.
+    fn system_prefix(&self, system_prompt: &str, style: Option<&str>) -> Result<Vec<u32>> {
+        let vocab = &self.core.vocab;
+        let msg = |role: &str, content: &str| Message { role: role.into(), content: content.into() };
+        let chat = |user: &str| -> Result<Vec<u32>> {
+            let messages = PromptInput::Messages(vec![msg("system", system_prompt), msg("user", user)]);
+            prompt::prompt_ids(&messages, true, |m: &[Message]| self.render(m, true, style), vocab)
+        };
+        match (chat("A"), chat("Z")) {
+            (Ok(a), Ok(b)) => {
+                let n = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+                Ok(a[..n].to_vec())
+            }
+            // No chat template: the system prompt is raw text at the start of the prompt.
+            (Err(Error::Template(_)), _) | (_, Err(Error::Template(_))) => vocab.encode(system_prompt, true),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        }
+    }
+
+    /// Takes `n` KV blocks for a direct computation, evicting cached prefixes as needed.
+    fn take_blocks(&self, n: usize) -> Result<Vec<u32>> {
+        lock(&self.core.shared.kv).take(n).ok_or_else(|| {
+            Error::OutOfMemory(format!("{n} KV blocks are needed but running requests and cached prompts hold the cache"))
+        })
+    }
+
+    /// Runs prompt tokens `ids[from..]` of a sequence whose blocks are `blocks`, in chunks;
+    /// returns the logits of its last position.
+    fn prefill(&self, ids: &[u32], from: usize, blocks: &[u32]) -> Result<Vec<f32>> {
+        let mut last = Vec::new();
+        let mut pos = from;
+        while pos < ids.len() {
+            let end = (pos + PREFILL_CHUNK).min(ids.len());
+            let logits = if end == ids.len() { LogitRows::Last } else { LogitRows::None };
+            let seq = SeqInput { ids: &ids[pos..end], pos0: pos, blocks, prompt: true, logits };
+            last = self.core.engine.forward(std::slice::from_ref(&seq))?.pop().unwrap_or_default().pop().unwrap_or_default();
+            pos = end;
+        }
+        Ok(last)
+    }
+
+    fn cache_geometry(&self) -> kv_file::Geometry {
+        let cfg = self.core.engine.config();
+        kv_file::Geometry {
+            model: self.core.fingerprint,
+            block_tokens: BLOCK_TOKENS as u32,
+            n_layers: cfg.n_layers as u32,
+            kv_dim: cfg.kv_dim() as u32,
+            element_bytes: self.core.engine.kv_element_bytes() as u32,
+        }
+    }
+
+    /// Writes every cached prefix block (keys, values, tokens, pins) to `path`, checked against
+    /// this model when loaded back. Returns the number of blocks written.
+    pub fn save_prefix_cache(&self, path: &Path) -> Result<usize> {
+        let g = self.cache_geometry();
+        let entries = {
+            // Held while reading: no cached block can be freed and reused meanwhile.
+            let kv = lock(&self.core.shared.kv);
+            let mut out = Vec::with_capacity(kv.prefix.len());
+            for (key, e) in kv.prefix.entries_in_order() {
+                let s0 = e.block as usize * BLOCK_TOKENS;
+                out.push(kv_file::FileEntry {
+                    key,
+                    parent: e.parent,
+                    adapter: e.adapter,
+                    pinned: e.pinned,
+                    tokens: e.tokens.to_vec(),
+                    kv: self.core.engine.kv_read(s0..s0 + BLOCK_TOKENS)?,
+                });
+            }
+            out
+        };
+        kv_file::write(path, &g, &entries)?;
+        Ok(entries.len())
+    }
+
+    /// Loads a prefix cache written by [`Runtime::save_prefix_cache`] for this model; a file for
+    /// another model, another cache layout, or a corrupt one is refused whole. Blocks already
+    /// cached are kept; loading stops early when the cache is full. Returns the number of blocks
+    /// added.
+    pub fn load_prefix_cache(&self, path: &Path) -> Result<usize> {
+        let entries = kv_file::read(path, &self.cache_geometry())?;
+        for e in &entries {
+            if crate::kv_cache::prefix::block_key(e.parent, e.adapter, &e.tokens) != e.key {
+                return Err(Error::format(path, "an entry's key does not match its tokens (written by an incompatible build)"));
+            }
+        }
+        let mut kv = lock(&self.core.shared.kv);
+        let mut added = 0;
+        for e in entries {
+            let parent_ok = e.parent.is_none_or(|p| kv.prefix.contains(p));
+            if kv.prefix.contains(e.key) || !parent_ok {
+                continue;
+            }
+            let Some(block) = kv.take(1).and_then(|b| b.first().copied()) else { break };
+            let s0 = block as usize * BLOCK_TOKENS;
+            if let Err(err) = self.core.engine.kv_write(s0..s0 + BLOCK_TOKENS, &e.kv) {
+                kv.release(&[block]);
+                return Err(err);
+            }
+            let entry = PrefixCache::new_entry(block, e.parent, e.tokens.into(), e.adapter, e.pinned);
+            kv.prefix.restore(e.key, entry);
+            added += 1;
+        }
+        Ok(added)
+    }
+
+    /// Memory and counters of this runtime.
+    pub fn metrics(&self) -> RuntimeMetrics {
+        let (used, cached) = {
+            let kv = lock(&self.core.shared.kv);
+            (kv.alloc.n_blocks() - kv.alloc.n_free(), kv.prefix.len())
+        };
+        let st = &self.core.shared.stats;
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let block_bytes = (self.info.kv_block_tokens as u64) * self.info.kv_bytes_per_token;
+        let steps = get(&st.steps);
+        RuntimeMetrics {
+            weight_bytes: self.info.weight_bytes,
+            kv_used_bytes: used as u64 * block_bytes,
+            kv_total_bytes: self.info.kv_bytes,
+            kv_used_blocks: used,
+            kv_total_blocks: self.info.kv_blocks,
+            kv_cached_blocks: cached,
+            sequences: get(&st.sequences),
+            generated_tokens: get(&st.generated_tokens),
+            prompt_tokens: get(&st.prompt_tokens),
+            reused_prompt_tokens: get(&st.reused_tokens),
+            cache_hits: get(&st.cache_hits),
+            cache_lookups: get(&st.cache_lookups),
+            steps,
+            mean_batch: if steps > 0 { get(&st.step_sequences) as f64 / steps as f64 } else { 0.0 },
+        }
     }
 
     /// Tokenizes `text`; `add_special` adds BOS when the vocabulary adds one. Special-token text
     /// such as `<|im_start|>` is always recognised.
     pub fn tokenize(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
-        self.vocab.encode(text, add_special)
+        self.core.vocab.encode(text, add_special)
     }
 
     /// Turns token ids back into text (special tokens included as their text).
     pub fn detokenize(&self, ids: &[u32]) -> Result<String> {
-        self.vocab.decode(ids, false)
+        self.core.vocab.decode(ids, false)
     }
 
     /// Renders `messages` with the model's chat template, or the built-in `style` when given.
@@ -242,39 +564,49 @@ impl Runtime {
     }
 
     fn render(&self, messages: &[Message], add_generation_prompt: bool, style: Option<&str>) -> Result<String> {
-        prompt::render_chat(self.template.as_ref(), style, self.engine.config().arch, &self.vocab, messages, add_generation_prompt)
+        prompt::render_chat(self.template.as_ref(), style, self.core.engine.config().arch, &self.core.vocab, messages, add_generation_prompt)
+    }
+
+    /// Runs `ids` as one sequence in blocks of its own (outside the batch, which waits for each
+    /// pass) and hands each chunk's logits rows to `each`; `rows` picks them.
+    fn run_private(&self, ids: &[u32], chunk: usize, rows: LogitRows, mut each: impl FnMut(usize, Vec<Vec<f32>>)) -> Result<()> {
+        self.check_ids(ids)?;
+        let blocks = self.take_blocks(blocks_for(ids.len()))?;
+        let run = (|| {
+            let chunks = ids.len().div_ceil(chunk);
+            for (c, part) in ids.chunks(chunk).enumerate() {
+                let want = if c + 1 == chunks && rows == LogitRows::None { LogitRows::Last } else { rows };
+                let seq = SeqInput { ids: part, pos0: c * chunk, blocks: &blocks, prompt: true, logits: want };
+                let out = self.core.engine.forward(std::slice::from_ref(&seq))?.pop().unwrap_or_default();
+                each(c * chunk, out);
+            }
+            Ok(())
+        })();
+        lock(&self.core.shared.kv).release(&blocks);
+        run
     }
 
     /// Logits for `ids` (with the runtime's arithmetic: see [`RuntimeParams::exact_math`]): the last position, or every position.
     pub fn logits(&self, ids: &[u32], all_positions: bool) -> Result<Vec<Vec<f32>>> {
-        self.check_ids(ids)?;
-        let mut seq = self.engine.new_sequence(self.info.context_length)?;
-        let rows = if all_positions { LogitRows::All } else { LogitRows::None };
         let mut out = Vec::new();
-        let chunks = ids.chunks(PREFILL_CHUNK).count();
-        for (i, chunk) in ids.chunks(PREFILL_CHUNK).enumerate() {
-            let rows = if i + 1 == chunks && !all_positions { LogitRows::Last } else { rows };
-            out.extend(seq.feed(chunk, rows)?);
-        }
+        let rows = if all_positions { LogitRows::All } else { LogitRows::None };
+        self.run_private(ids, PREFILL_CHUNK, rows, |_, r| out.extend(r))?;
         Ok(out)
     }
 
     /// Natural-log probability of each next token: entry `i` is `log p(ids[i + 1] | ids[..=i])`.
     /// Computed a slice of positions at a time, so memory stays small for large vocabularies.
     pub fn token_logprobs(&self, ids: &[u32]) -> Result<Vec<f64>> {
-        self.check_ids(ids)?;
         const SLICE: usize = 32;
-        let mut seq = self.engine.new_sequence(self.info.context_length)?;
         let mut out = Vec::with_capacity(ids.len().saturating_sub(1));
-        for (c, chunk) in ids.chunks(SLICE).enumerate() {
-            let rows = seq.feed(chunk, LogitRows::All)?;
+        self.run_private(ids, SLICE, LogitRows::All, |start, rows| {
             for (j, row) in rows.iter().enumerate() {
-                let Some(&next) = ids.get(c * SLICE + j + 1) else { break };
+                let Some(&next) = ids.get(start + j + 1) else { break };
                 let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
                 let lse = row.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() + max;
                 out.push(row[next as usize] as f64 - lse);
             }
-        }
+        })?;
         Ok(out)
     }
 
@@ -296,9 +628,24 @@ impl Runtime {
     pub fn capture_cuda_graph(&self) -> Result<()> {
         Err(Error::Unsupported(format!(
             "CUDA graphs need the CUDA backend; this runtime runs on the {} backend",
-            self.engine.backend_name()
+            self.core.engine.backend_name()
         )))
     }
+}
+
+/// A fingerprint of a model: its hyperparameters, its tensor table and the first and last bytes of
+/// every tensor (cheap to compute, and a different file of the same shape differs in them).
+fn model_fingerprint(cfg: &crate::model::ModelConfig, weights: &crate::tensor::WeightMap) -> u64 {
+    let mut h = kv_file::fnv1a(format!("{cfg:?}").as_bytes(), kv_file::FNV_START);
+    let mut tensors: Vec<_> = weights.iter().collect();
+    tensors.sort_by(|a, b| a.name.cmp(&b.name));
+    for t in tensors {
+        h = kv_file::fnv1a(format!("{}:{}:{:?}", t.name, t.dtype.name(), t.shape).as_bytes(), h);
+        let b = t.bytes();
+        h = kv_file::fnv1a(&b[..b.len().min(256)], h);
+        h = kv_file::fnv1a(&b[b.len().saturating_sub(256)..], h);
+    }
+    h
 }
 
 /// Tokenizer errors from a model file name the file.

@@ -160,6 +160,8 @@ pub struct GenerationOutput {
     pub ttft_ms: f64,
     /// Decode speed after the first token, tokens per second.
     pub decode_tokens_per_s: f64,
+    /// Prompt tokens whose keys and values came from the prefix cache instead of being computed.
+    pub cached_prompt_tokens: usize,
 }
 
 /// One piece of streamed output: text that is always whole UTF-8 characters.

@@ -1,14 +1,18 @@
-//! Causal attention over the CPU KV cache, scores in f32 with the maximum subtracted before `exp`,
-//! keys and values read as f32 or f16 rows by the float kernels. Decode runs one task per
-//! (query row, head); prefill one per (block of query rows, head), so each key and value row is
-//! converted once per block.
+//! Causal attention over the paged CPU KV cache, scores in f32 with the maximum subtracted before
+//! `exp`, keys and values read as f32 or f16 rows by the float kernels, a KV block at a time.
+//! Generated rows (decode) run one task per (query row, head), all sequences of a batch in one
+//! pool step; prompt rows (prefill) one task per (block of query rows, head) of a sequence, so
+//! each key and value row is converted once per block. Which of the two paths a row takes depends
+//! only on whether it is a prompt row, and each path computes a row the same way whatever else
+//! shares the call, so batching and prefix reuse never change a sequence's results.
 
 use std::cell::RefCell;
 use std::ops::Range;
 
 use super::kv::{KvRows, LayerKv};
 use super::ops::exp_approx;
-use crate::backend::AttentionShape;
+use crate::backend::{AttentionShape, AttnSeq};
+use crate::kv_cache::{slot, BLOCK_TOKENS};
 use crate::ffi::pool::{Pool, Split};
 use crate::ffi::simd::{float, KernelSet};
 
@@ -102,7 +106,10 @@ fn first_key(p: usize, window: Option<usize>) -> usize {
 /// Prefill attention: the keys and values every query may see are converted to f32 once per
 /// call (keys transposed), then tasks of (block of query rows, head) compute their scores and
 /// weighted values as two register-tiled products (`float::gemm_f32`).
-fn attention_blocked(pool: &Pool, k: KernelSet, q: &[f32], kv: LayerKv<'_>, positions: &[usize], s: AttentionShape, out: &mut [f32]) {
+fn attention_blocked(pool: &Pool, k: KernelSet, q: &[f32], kv: LayerKv<'_>, seq: &AttnSeq<'_>, s: AttentionShape, out: &mut [f32]) {
+    let blocks = seq.blocks;
+    let positions: Vec<usize> = (seq.pos0..seq.pos0 + seq.rows.len()).collect();
+    let positions = &positions[..];
     let hd = s.head_dim;
     let qd = s.n_heads * hd;
     let group = s.n_heads / s.n_kv_heads;
@@ -129,7 +136,7 @@ fn attention_blocked(pool: &Pool, k: KernelSet, q: &[f32], kv: LayerKv<'_>, posi
                 let mut row = row.borrow_mut();
                 row.resize(dims, 0.0);
                 for j in lo_all..=hi_all {
-                    let kj = row_f32(k, keys, j * kv_dim + off, dims, &mut row);
+                    let kj = row_f32(k, keys, slot(blocks, j) * kv_dim + off, dims, &mut row);
                     for (d, &v) in kj.iter().enumerate() {
                         part[d * span_all + (j - lo_all)] = v;
                     }
@@ -140,9 +147,10 @@ fn attention_blocked(pool: &Pool, k: KernelSet, q: &[f32], kv: LayerKv<'_>, posi
             let r0 = c * KEYS_PER_TASK;
             for (i, dst) in part.chunks_exact_mut(hd).enumerate() {
                 let (kvh, j) = ((r0 + i) / span_all, (r0 + i) % span_all + lo_all);
+                let at = slot(blocks, j) * kv_dim + kvh * hd;
                 match values {
-                    KvRows::F32(r) => dst.copy_from_slice(&r[j * kv_dim + kvh * hd..][..hd]),
-                    KvRows::F16(r) => float::f16_to_f32(k, &r[j * kv_dim + kvh * hd..][..hd], dst),
+                    KvRows::F32(r) => dst.copy_from_slice(&r[at..at + hd]),
+                    KvRows::F16(r) => float::f16_to_f32(k, &r[at..at + hd], dst),
                 }
             }
         });
@@ -183,47 +191,89 @@ fn attention_blocked(pool: &Pool, k: KernelSet, q: &[f32], kv: LayerKv<'_>, posi
     });
 }
 
-/// Attention of the query rows `q` (at `positions`) over `layer` of `kv` into `out` (shapes
-/// checked by the caller).
-pub fn attention(pool: &Pool, k: KernelSet, q: &[f32], kv: LayerKv<'_>, positions: &[usize], s: AttentionShape, out: &mut [f32]) {
-    if positions.len() > 1 {
-        return attention_blocked(pool, k, q, kv, positions, s, out);
+/// Attention of the query rows `q` over layer `kv` into `out`, each sequence of `seqs` over its
+/// own blocks (shapes checked by the caller).
+pub fn attention(pool: &Pool, k: KernelSet, q: &[f32], kv: LayerKv<'_>, seqs: &[AttnSeq<'_>], s: AttentionShape, out: &mut [f32]) {
+    let qd = s.n_heads * s.head_dim;
+    let mut i = 0;
+    while i < seqs.len() {
+        if seqs[i].prompt {
+            let r = seqs[i].rows.clone();
+            attention_blocked(pool, k, &q[r.start * qd..r.end * qd], kv, &seqs[i], s, &mut out[r.start * qd..r.end * qd]);
+            i += 1;
+            continue;
+        }
+        // A run of sequences whose rows are generated and adjacent: one pool step for all.
+        let mut j = i;
+        let mut rows = Vec::new();
+        while j < seqs.len() && !seqs[j].prompt && seqs[j].rows.start == seqs[i].rows.start + rows.len() {
+            for (t, _) in seqs[j].rows.clone().enumerate() {
+                rows.push((seqs[j].pos0 + t, seqs[j].blocks));
+            }
+            j += 1;
+        }
+        let r0 = seqs[i].rows.start;
+        let r1 = r0 + rows.len();
+        attention_decode(pool, k, &q[r0 * qd..r1 * qd], kv, &rows, s, &mut out[r0 * qd..r1 * qd]);
+        i = j;
     }
+}
+
+/// Decode attention: row `t` of `q` sits at position `rows[t].0` of the sequence whose block
+/// table is `rows[t].1`; one task per (row, head).
+fn attention_decode(pool: &Pool, k: KernelSet, q: &[f32], kv: LayerKv<'_>, rows: &[(usize, &[u32])], s: AttentionShape, out: &mut [f32]) {
     let hd = s.head_dim;
     let group = s.n_heads / s.n_kv_heads;
     let LayerKv { keys, values, kv_dim } = kv;
     pool.chunks_mut(out, hd, |idx, o| {
         let (t, h) = (idx / s.n_heads, idx % s.n_heads);
-        let p = positions[t];
+        let (p, blocks) = rows[t];
         let first = first_key(p, s.window);
         let qh = &q[idx * hd..(idx + 1) * hd];
         let off = (h / group) * hd;
+        // Runs of keys that share a block: `(first key, count, offset of the first row)`.
+        let runs = || {
+            let mut j = first;
+            std::iter::from_fn(move || {
+                if j > p {
+                    return None;
+                }
+                let n = (BLOCK_TOKENS - j % BLOCK_TOKENS).min(p + 1 - j);
+                let run = (j - first, n, slot(blocks, j) * kv_dim + off);
+                j += n;
+                Some(run)
+            })
+        };
         SCORES.with(|sc| {
             let mut scores = sc.borrow_mut();
             let n_keys = p + 1 - first;
             scores.clear();
             scores.resize(n_keys, 0.0);
-            let at0 = first * kv_dim + off;
-            match keys {
-                KvRows::F32(kk) => {
-                    for (j, v) in scores.iter_mut().enumerate() {
-                        let at = at0 + j * kv_dim;
-                        *v = float::dot_f32(k, qh, &kk[at..at + hd]);
+            for (at_score, n, at) in runs() {
+                let dst = &mut scores[at_score..at_score + n];
+                match keys {
+                    KvRows::F32(kk) => {
+                        for (i, v) in dst.iter_mut().enumerate() {
+                            let a = at + i * kv_dim;
+                            *v = float::dot_f32(k, qh, &kk[a..a + hd]);
+                        }
                     }
+                    KvRows::F16(kk) => float::dot_f16_rows(k, qh, &kk[at..], kv_dim, dst),
                 }
-                KvRows::F16(kk) => float::dot_f16_rows(k, qh, &kk[at0..], kv_dim, &mut scores),
             }
-            let n = scores.len();
-            softmax_scores(&mut scores, s, 0..n);
-            match values {
-                KvRows::F32(vv) => {
-                    o.fill(0.0);
-                    for (j, &w) in scores.iter().enumerate() {
-                        let at = at0 + j * kv_dim;
-                        float::axpy_f32(k, o, w, &vv[at..at + hd]);
+            softmax_scores(&mut scores, s, 0..n_keys);
+            o.fill(0.0);
+            for (at_score, n, at) in runs() {
+                let w = &scores[at_score..at_score + n];
+                match values {
+                    KvRows::F32(vv) => {
+                        for (i, &wi) in w.iter().enumerate() {
+                            let a = at + i * kv_dim;
+                            float::axpy_f32(k, o, wi, &vv[a..a + hd]);
+                        }
                     }
+                    KvRows::F16(vv) => float::weighted_sum_f16_add(k, w, &vv[at..], kv_dim, o),
                 }
-                KvRows::F16(vv) => float::weighted_sum_f16(k, &scores, &vv[at0..], kv_dim, o),
             }
         })
     });

@@ -14,7 +14,7 @@ mod packed;
 
 use std::sync::Arc;
 
-use super::{AttentionShape, Backend};
+use super::{AttentionShape, AttnSeq, Backend};
 use crate::error::{Error, Result};
 use crate::ffi::pool::Pool;
 use crate::ffi::simd::{self, KernelSet};
@@ -145,16 +145,50 @@ impl Backend for CpuBackend {
         Ok(x.data)
     }
 
-    fn copy_row(&self, x: &CpuAct, row: usize, out: &mut CpuAct) -> Result<()> {
-        if row >= x.rows || out.rows != 1 || out.cols != x.cols {
-            return Err(shape_err("copy_row", format!("row {row} of {}x{} into {}x{}", x.rows, x.cols, out.rows, out.cols)));
+    fn gather_rows(&self, x: &CpuAct, rows: &[usize], out: &mut CpuAct) -> Result<()> {
+        if out.rows != rows.len() || out.cols != x.cols || rows.iter().any(|&r| r >= x.rows) {
+            return Err(shape_err("gather_rows", format!("rows {rows:?} of {}x{} into {}x{}", x.rows, x.cols, out.rows, out.cols)));
         }
-        out.data.copy_from_slice(x.row(row));
+        for (o, &r) in out.data.chunks_exact_mut(x.cols.max(1)).zip(rows) {
+            o.copy_from_slice(x.row(r));
+        }
         Ok(())
     }
 
-    fn kv(&self, n_layers: usize, kv_dim: usize, capacity: usize) -> Result<CpuKv> {
-        Ok(CpuKv::new(n_layers, kv_dim, capacity, self.exact))
+    fn kv(&self, n_layers: usize, kv_dim: usize, n_slots: usize) -> Result<CpuKv> {
+        CpuKv::new(n_layers, kv_dim, n_slots, self.exact)
+    }
+
+    fn kv_element_bytes(&self, kv: &CpuKv) -> usize {
+        kv.k.first().map_or(2, KvRows::value_bytes)
+    }
+
+    fn kv_read(&self, kv: &CpuKv, slots: std::ops::Range<usize>) -> Result<Vec<u8>> {
+        if slots.end > kv.n_slots || slots.start > slots.end {
+            return Err(shape_err("kv_read", format!("slots {slots:?} of {}", kv.n_slots)));
+        }
+        let d = kv.kv_dim;
+        let mut out = Vec::new();
+        for (k, v) in kv.k.iter().zip(&kv.v) {
+            out.extend_from_slice(k.bytes(slots.start * d..slots.end * d));
+            out.extend_from_slice(v.bytes(slots.start * d..slots.end * d));
+        }
+        Ok(out)
+    }
+
+    fn kv_write(&self, kv: &mut CpuKv, slots: std::ops::Range<usize>, bytes: &[u8]) -> Result<()> {
+        let d = kv.kv_dim;
+        let per = slots.len() * d * self.kv_element_bytes(kv);
+        if slots.end > kv.n_slots || slots.start > slots.end || bytes.len() != per * 2 * kv.k.len() {
+            return Err(shape_err("kv_write", format!("{} bytes into slots {slots:?} of {}", bytes.len(), kv.n_slots)));
+        }
+        let mut chunks = bytes.chunks_exact(per.max(1));
+        for (k, v) in kv.k.iter_mut().zip(kv.v.iter_mut()) {
+            for rows in [k, v] {
+                rows.set_bytes(slots.start * d..slots.end * d, chunks.next().unwrap_or(&[]));
+            }
+        }
+        Ok(())
     }
 
     fn embed(&self, table: &CpuMatrix, ids: &[u32], scale: Option<f32>, out: &mut CpuAct) -> Result<()> {
@@ -252,18 +286,16 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn kv_store(&self, kv: &mut CpuKv, layer: usize, positions: &[usize], k: &CpuAct, v: &CpuAct) -> Result<()> {
-        if layer >= kv.k.len() || k.cols != kv.kv_dim || v.cols != kv.kv_dim || k.rows != positions.len() || v.rows != positions.len() {
+    fn kv_store(&self, kv: &mut CpuKv, layer: usize, slots: &[usize], k: &CpuAct, v: &CpuAct) -> Result<()> {
+        if layer >= kv.k.len() || k.cols != kv.kv_dim || v.cols != kv.kv_dim || k.rows != slots.len() || v.rows != slots.len() {
             return Err(shape_err("kv_store", format!("layer {layer}, k {}x{}, kv_dim {}", k.rows, k.cols, kv.kv_dim)));
         }
         let d = kv.kv_dim;
-        if let Some(&p) = positions.iter().find(|&&p| p >= kv.capacity) {
-            return Err(Error::ContextOverflow(format!("position {p} is beyond the context of {} tokens", kv.capacity)));
+        if let Some(&p) = slots.iter().find(|&&p| p >= kv.n_slots) {
+            return Err(shape_err("kv_store", format!("slot {p} of {}", kv.n_slots)));
         }
-        let Some(&last) = positions.iter().max() else { return Ok(()) };
         for (store, src) in [(&mut kv.k[layer], k), (&mut kv.v[layer], v)] {
-            store.grow_to((last + 1) * d)?;
-            for (i, &p) in positions.iter().enumerate() {
+            for (i, &p) in slots.iter().enumerate() {
                 match store {
                     KvRows::F32(s) => s[p * d..(p + 1) * d].copy_from_slice(src.row(i)),
                     KvRows::F16(s) => simd::float::f32_to_f16(self.kernels, src.row(i), &mut s[p * d..(p + 1) * d]),
@@ -273,18 +305,21 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn attention(&self, q: &CpuAct, kv: &CpuKv, layer: usize, positions: &[usize], s: AttentionShape, out: &mut CpuAct) -> Result<()> {
+    fn attention(&self, q: &CpuAct, kv: &CpuKv, layer: usize, seqs: &[AttnSeq<'_>], s: AttentionShape, out: &mut CpuAct) -> Result<()> {
         let qd = s.n_heads * s.head_dim;
-        if q.cols != qd || out.cols != qd || out.rows != q.rows || positions.len() != q.rows || layer >= kv.k.len() || s.n_kv_heads * s.head_dim != kv.kv_dim {
+        if q.cols != qd || out.cols != qd || out.rows != q.rows || layer >= kv.k.len() || s.n_kv_heads * s.head_dim != kv.kv_dim {
             return Err(shape_err("attention", format!("q {}x{}, heads {}x{}", q.rows, q.cols, s.n_heads, s.head_dim)));
         }
-        let stored = kv.stored(layer);
-        if let Some(&p) = positions.iter().max() {
-            if p >= stored {
-                return Err(shape_err("attention", format!("position {p} has no stored key ({stored} stored)")));
+        for sq in seqs {
+            let last = sq.pos0 + sq.rows.len();
+            if sq.rows.end > q.rows || sq.rows.is_empty() || sq.blocks.len() * crate::kv_cache::BLOCK_TOKENS < last {
+                return Err(shape_err("attention", format!("rows {:?} at {} over {} blocks", sq.rows, sq.pos0, sq.blocks.len())));
+            }
+            if sq.blocks.iter().any(|&b| (b as usize + 1) * crate::kv_cache::BLOCK_TOKENS > kv.n_slots) {
+                return Err(shape_err("attention", "a block index is outside the cache".into()));
             }
         }
-        attention::attention(&self.pool, self.kernels, &q.data, kv.layer(layer), positions, s, &mut out.data);
+        attention::attention(&self.pool, self.kernels, &q.data, kv.layer(layer), seqs, s, &mut out.data);
         Ok(())
     }
 

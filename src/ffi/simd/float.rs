@@ -79,8 +79,16 @@ pub fn dot_f16_rows(k: KernelSet, q: &[f32], rows: &[u16], stride: usize, out: &
 ///
 /// Panics if `rows` is too short or `stride < out.len()`.
 pub fn weighted_sum_f16(k: KernelSet, w: &[f32], rows: &[u16], stride: usize, out: &mut [f32]) {
-    let hd = out.len();
     out.fill(0.0);
+    weighted_sum_f16_add(k, w, rows, stride, out);
+}
+
+/// `out[i] += Σ_j w[j] * rows[j * stride + i]`, rows in f16 bits: [`weighted_sum_f16`] over one
+/// run of rows (one KV block) added to what earlier runs left in `out`.
+///
+/// Panics if `rows` is too short or `stride < out.len()`.
+pub fn weighted_sum_f16_add(k: KernelSet, w: &[f32], rows: &[u16], stride: usize, out: &mut [f32]) {
+    let hd = out.len();
     if w.is_empty() {
         return;
     }
@@ -88,7 +96,7 @@ pub fn weighted_sum_f16(k: KernelSet, w: &[f32], rows: &[u16], stride: usize, ou
     #[cfg(target_arch = "x86_64")]
     if k >= KernelSet::Avx2 && k.available() && hd.is_multiple_of(8) {
         // SAFETY: AVX2/F16C availability checked here; lengths checked above.
-        unsafe { x86::weighted_sum_f16(w, rows, stride, out) };
+        unsafe { x86::weighted_sum_f16_add(w, rows, stride, out) };
         return;
     }
     for (j, &wj) in w.iter().enumerate() {
@@ -314,11 +322,15 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn weighted_sum_f16(w: &[f32], rows: &[u16], stride: usize, out: &mut [f32]) {
+    pub unsafe fn weighted_sum_f16_add(w: &[f32], rows: &[u16], stride: usize, out: &mut [f32]) {
         let hd = out.len();
         for c0 in (0..hd).step_by(64) {
             let width = (hd - c0).min(64) / 8;
             let mut acc = [_mm256_setzero_ps(); 8];
+            for (c, a) in acc.iter_mut().enumerate().take(width) {
+                // SAFETY: c0 + 8c + 8 <= hd = out.len().
+                *a = unsafe { _mm256_loadu_ps(out.as_ptr().add(c0 + 8 * c)) };
+            }
             for (j, &wj) in w.iter().enumerate() {
                 let wv = _mm256_set1_ps(wj);
                 for (c, a) in acc.iter_mut().enumerate().take(width) {
@@ -365,8 +377,28 @@ mod x86 {
                 }
             }
         }
-        super::gemm_f32_scalar(g, a, b, c, 0..m4, n16..g.n);
-        super::gemm_f32_scalar(g, a, b, c, m4..g.m, 0..g.n);
+        // SAFETY: same features; the ranges lie inside the shape.
+        unsafe {
+            gemm_f32_edges(g, a, b, c, 0..m4, n16..g.n);
+            gemm_f32_edges(g, a, b, c, m4..g.m, 0..g.n);
+        }
+    }
+
+    /// The edges of [`gemm_f32`], one element at a time but with the tiles' arithmetic (an f32
+    /// accumulator from zero, one fused multiply-add per step of `k`, added to C at the end), so
+    /// an element's value does not depend on whether it fell in a tile: a query row's attention
+    /// is then the same in any prefill chunk, which batching and prefix reuse rely on.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn gemm_f32_edges(g: super::GemmShape, a: &[f32], b: &[f32], c: &mut [f32], rows: std::ops::Range<usize>, cols: std::ops::Range<usize>) {
+        for i in rows {
+            for j in cols.clone() {
+                let mut acc = 0f32;
+                for p in 0..g.k {
+                    acc = a[i * g.lda + p].mul_add(b[p * g.ldb + j], acc);
+                }
+                c[i * g.ldc + j] += acc;
+            }
+        }
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
