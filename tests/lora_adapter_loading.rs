@@ -30,7 +30,11 @@ fn golden() -> Value {
 
 fn source(kind: &str) -> (ModelSource, ModelConfig) {
     let base = common::fixtures().join("tiny/llama");
-    let path = if kind == "gguf" { base.join("model.gguf") } else { base.join("hf") };
+    let path = if kind == "gguf" {
+        base.join("model.gguf")
+    } else {
+        base.join("hf")
+    };
     open_source(&path).unwrap()
 }
 
@@ -85,7 +89,11 @@ fn write_safetensors(path: &Path, tensors: &[(&str, Vec<usize>, Vec<f32>)]) {
 /// A minimal adapter directory with the given config keys and tensors.
 fn custom_adapter(name: &str, config: Value, tensors: &[(&str, Vec<usize>, Vec<f32>)]) -> PathBuf {
     let dir = scratch(name, None);
-    std::fs::write(dir.join("adapter_config.json"), serde_json::to_vec(&config).unwrap()).unwrap();
+    std::fs::write(
+        dir.join("adapter_config.json"),
+        serde_json::to_vec(&config).unwrap(),
+    )
+    .unwrap();
     write_safetensors(&dir.join("adapter_model.safetensors"), tensors);
     dir
 }
@@ -106,15 +114,27 @@ fn fixture_adapters_load_with_peft_shapes_and_scaling() {
         for name in ["a", "b"] {
             let spec = &g["adapters"][name];
             let ad = LoraAdapter::load(&lora_dir().join(name), &cfg).unwrap();
-            let targets: Vec<LoraModule> =
-                spec["target_modules"].as_array().unwrap().iter().map(|m| module_named(m.as_str().unwrap())).collect();
+            let targets: Vec<LoraModule> = spec["target_modules"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| module_named(m.as_str().unwrap()))
+                .collect();
             let r = spec["r"].as_u64().unwrap() as usize;
             let scaling = spec["scaling"].as_f64().unwrap() as f32;
-            assert_eq!(ad.pairs().count() * 2, spec["n_tensors"].as_u64().unwrap() as usize, "{kind} {name}");
+            assert_eq!(
+                ad.pairs().count() * 2,
+                spec["n_tensors"].as_u64().unwrap() as usize,
+                "{kind} {name}"
+            );
             for layer in 0..cfg.n_layers {
                 for m in LoraModule::ALL {
                     let p = ad.pair(layer, m);
-                    assert_eq!(p.is_some(), targets.contains(&m), "{kind} {name} layer {layer} {m:?}");
+                    assert_eq!(
+                        p.is_some(),
+                        targets.contains(&m),
+                        "{kind} {name} layer {layer} {m:?}"
+                    );
                     let Some(p) = p else { continue };
                     let (din, dout) = m.dims(&cfg);
                     assert_eq!((p.rank, p.in_features, p.out_features), (r, din, dout));
@@ -122,7 +142,10 @@ fn fixture_adapters_load_with_peft_shapes_and_scaling() {
                     assert_eq!(p.scaling, scaling, "{kind} {name} scaling (PEFT's value)");
                 }
             }
-            let bytes: usize = ad.pairs().map(|(_, _, p)| 4 * (p.a.len() + p.b.len())).sum();
+            let bytes: usize = ad
+                .pairs()
+                .map(|(_, _, p)| 4 * (p.a.len() + p.b.len()))
+                .sum();
             assert_eq!(ad.bytes(), bytes);
             assert_eq!(ad.max_rank(), r);
         }
@@ -145,12 +168,18 @@ fn add_delta_matches_peft_modules() {
     for d in g["deltas"].as_array().unwrap() {
         let name = d["adapter"].as_str().unwrap();
         let layout = d["layout"].as_str().unwrap();
-        let cfg = if layout == "gguf_permuted" { &gguf } else { &hf };
+        let cfg = if layout == "gguf_permuted" {
+            &gguf
+        } else {
+            &hf
+        };
         let ad = adapters
             .entry((name.to_string(), layout.to_string()))
             .or_insert_with(|| LoraAdapter::load(&dir.join(name), cfg).unwrap());
         let layer = d["layer"].as_u64().unwrap() as usize;
-        let pair = ad.pair(layer, module_named(d["module"].as_str().unwrap())).unwrap();
+        let pair = ad
+            .pair(layer, module_named(d["module"].as_str().unwrap()))
+            .unwrap();
         let n = d["n"].as_u64().unwrap() as usize;
         let x = common::read_f32(&dir.join(d["x_file"].as_str().unwrap()));
         let want = common::read_f32(&dir.join(d["out_file"].as_str().unwrap()));
@@ -159,9 +188,22 @@ fn add_delta_matches_peft_modules() {
         let mut got = base.clone();
         add_delta(pair, &x, n, d["scale"].as_f64().unwrap() as f32, &mut got).unwrap();
         let peak = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-        assert!(peak > 0.05, "{}: the oracle delta is too small to test anything", d["name"]);
-        let worst = got.iter().zip(&base).zip(&want).map(|((g, b), w)| (g - b - w).abs()).fold(0f32, f32::max);
-        assert!(worst <= DELTA_TOL * peak, "{}: max |ours - PEFT| = {worst} (peak {peak})", d["name"]);
+        assert!(
+            peak > 0.05,
+            "{}: the oracle delta is too small to test anything",
+            d["name"]
+        );
+        let worst = got
+            .iter()
+            .zip(&base)
+            .zip(&want)
+            .map(|((g, b), w)| (g - b - w).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            worst <= DELTA_TOL * peak,
+            "{}: max |ours - PEFT| = {worst} (peak {peak})",
+            d["name"]
+        );
     }
 }
 
@@ -187,7 +229,11 @@ fn gguf_llama_adapter_rows_follow_the_files_qk_permutation() {
     let b_hf = LoraAdapter::load(&lora_dir().join("b"), &hf_cfg).unwrap();
     let b_gg = LoraAdapter::load(&lora_dir().join("b"), &gg_cfg).unwrap();
     for layer in 0..hf_cfg.n_layers {
-        for (m, tensor) in [(LoraModule::Q, "attn_q"), (LoraModule::K, "attn_k"), (LoraModule::V, "attn_v")] {
+        for (m, tensor) in [
+            (LoraModule::Q, "attn_q"),
+            (LoraModule::K, "attn_k"),
+            (LoraModule::V, "attn_v"),
+        ] {
             let name = format!("blk.{layer}.{tensor}.weight");
             let (w_hf, cols) = weight_rows(&hf_src, &name);
             let (w_gg, _) = weight_rows(&gg_src, &name);
@@ -195,16 +241,26 @@ fn gguf_llama_adapter_rows_follow_the_files_qk_permutation() {
             let perm: Vec<usize> = (0..rows)
                 .map(|g| {
                     let row = &w_gg[g * cols..(g + 1) * cols];
-                    (0..rows).find(|&h| &w_hf[h * cols..(h + 1) * cols] == row).expect("GGUF row not found in HF weight")
+                    (0..rows)
+                        .find(|&h| &w_hf[h * cols..(h + 1) * cols] == row)
+                        .expect("GGUF row not found in HF weight")
                 })
                 .collect();
             let identity = perm.iter().enumerate().all(|(i, &p)| i == p);
-            assert_eq!(identity, m == LoraModule::V, "{name}: the fixture's Q/K rows are permuted, V's are not");
+            assert_eq!(
+                identity,
+                m == LoraModule::V,
+                "{name}: the fixture's Q/K rows are permuted, V's are not"
+            );
             let (p_hf, p_gg) = (b_hf.pair(layer, m).unwrap(), b_gg.pair(layer, m).unwrap());
             assert_eq!(p_hf.a, p_gg.a, "A is not permuted");
             let r = p_hf.rank;
             for (g, &h) in perm.iter().enumerate() {
-                assert_eq!(p_gg.b[g * r..(g + 1) * r], p_hf.b[h * r..(h + 1) * r], "{name} B row {g}");
+                assert_eq!(
+                    p_gg.b[g * r..(g + 1) * r],
+                    p_hf.b[h * r..(h + 1) * r],
+                    "{name} B row {g}"
+                );
             }
         }
     }
@@ -220,18 +276,28 @@ fn identity_tells_adapters_apart_and_is_stable() {
     assert_ne!(a1.identity(), b.identity());
     // One changed value changes the fingerprint.
     let dir = scratch("identity", Some("a"));
-    let t = edgellm::loader::safetensors::read_header(&dir.join("adapter_model.safetensors")).unwrap();
-    let first = t.tensors.iter().find(|t| t.name.ends_with("lora_B.weight")).unwrap();
+    let t =
+        edgellm::loader::safetensors::read_header(&dir.join("adapter_model.safetensors")).unwrap();
+    let first = t
+        .tensors
+        .iter()
+        .find(|t| t.name.ends_with("lora_B.weight"))
+        .unwrap();
     let mut bytes = std::fs::read(dir.join("adapter_model.safetensors")).unwrap();
     bytes[first.offset] ^= 1;
     std::fs::write(dir.join("adapter_model.safetensors"), bytes).unwrap();
-    assert_ne!(LoraAdapter::load(&dir, &cfg).unwrap().identity(), a1.identity());
+    assert_ne!(
+        LoraAdapter::load(&dir, &cfg).unwrap().identity(),
+        a1.identity()
+    );
 }
 
 #[test]
 fn adapter_for_another_width_is_refused_naming_the_tensor() {
     let g = golden();
-    let made_for = g["adapters"]["wrong_shape"]["made_for"]["hidden_size"].as_u64().unwrap();
+    let made_for = g["adapters"]["wrong_shape"]["made_for"]["hidden_size"]
+        .as_u64()
+        .unwrap();
     for kind in ["hf", "gguf"] {
         let cfg = config(kind);
         assert_ne!(made_for as usize, cfg.hidden);
@@ -242,7 +308,11 @@ fn adapter_for_another_width_is_refused_naming_the_tensor() {
             msg.contains("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"),
             "{msg}"
         );
-        assert!(msg.contains(&format!("[2, {made_for}]")) && msg.contains(&format!("[2, {}]", cfg.hidden)), "{msg}");
+        assert!(
+            msg.contains(&format!("[2, {made_for}]"))
+                && msg.contains(&format!("[2, {}]", cfg.hidden)),
+            "{msg}"
+        );
     }
 }
 
@@ -250,52 +320,142 @@ fn adapter_for_another_width_is_refused_naming_the_tensor() {
 fn missing_and_corrupt_files_are_reported() {
     let cfg = config("hf");
     let nowhere = std::env::temp_dir().join("edgellm-lora-does-not-exist");
-    assert!(matches!(LoraAdapter::load(&nowhere, &cfg), Err(Error::Io { .. })));
+    assert!(matches!(
+        LoraAdapter::load(&nowhere, &cfg),
+        Err(Error::Io { .. })
+    ));
 
     let dir = scratch("no-weights", Some("a"));
     std::fs::remove_file(dir.join("adapter_model.safetensors")).unwrap();
     let e = LoraAdapter::load(&dir, &cfg).unwrap_err();
-    assert!(matches!(e, Error::Io { ref path, .. } if path.ends_with("adapter_model.safetensors")), "{e}");
+    assert!(
+        matches!(e, Error::Io { ref path, .. } if path.ends_with("adapter_model.safetensors")),
+        "{e}"
+    );
     std::fs::write(dir.join("adapter_model.bin"), b"pickle").unwrap();
-    assert!(matches!(LoraAdapter::load(&dir, &cfg), Err(Error::Unsupported(ref m)) if m.contains("adapter_model.bin")));
+    assert!(
+        matches!(LoraAdapter::load(&dir, &cfg), Err(Error::Unsupported(ref m)) if m.contains("adapter_model.bin"))
+    );
 
     let dir = scratch("no-config", Some("a"));
     std::fs::remove_file(dir.join("adapter_config.json")).unwrap();
     let e = LoraAdapter::load(&dir, &cfg).unwrap_err();
-    assert!(matches!(e, Error::Io { ref path, .. } if path.ends_with("adapter_config.json")), "{e}");
+    assert!(
+        matches!(e, Error::Io { ref path, .. } if path.ends_with("adapter_config.json")),
+        "{e}"
+    );
 
     let dir = scratch("bad-json", Some("a"));
-    std::fs::write(dir.join("adapter_config.json"), b"{\"r\": 8, \"target_modules\": [").unwrap();
+    std::fs::write(
+        dir.join("adapter_config.json"),
+        b"{\"r\": 8, \"target_modules\": [",
+    )
+    .unwrap();
     let e = LoraAdapter::load(&dir, &cfg).unwrap_err();
-    assert!(matches!(e, Error::ModelFormat { ref file, .. } if file == "adapter_config.json"), "{e}");
+    assert!(
+        matches!(e, Error::ModelFormat { ref file, .. } if file == "adapter_config.json"),
+        "{e}"
+    );
 
     let dir = scratch("truncated", Some("a"));
     let p = dir.join("adapter_model.safetensors");
     let bytes = std::fs::read(&p).unwrap();
     std::fs::write(&p, &bytes[..bytes.len() - 100]).unwrap();
     let e = LoraAdapter::load(&dir, &cfg).unwrap_err();
-    assert!(matches!(e, Error::ModelFormat { ref file, .. } if file == "adapter_model.safetensors"), "{e}");
+    assert!(
+        matches!(e, Error::ModelFormat { ref file, .. } if file == "adapter_model.safetensors"),
+        "{e}"
+    );
 }
+
+/// An edit of an adapter_config.json object.
+type ConfigEdit = Box<dyn Fn(&mut serde_json::Map<String, Value>)>;
 
 #[test]
 fn unsupported_configs_are_refused_by_name() {
     let cfg = config("hf");
-    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Map<String, Value>)>, &str)> = vec![
-        ("dora", Box::new(|c| { c.insert("use_dora".into(), Value::Bool(true)); }), "use_dora"),
-        ("bias", Box::new(|c| { c.insert("bias".into(), "lora_only".into()); }), "bias"),
-        ("save", Box::new(|c| { c.insert("modules_to_save".into(), serde_json::json!(["lm_head"])); }), "modules_to_save"),
-        ("fifo", Box::new(|c| { c.insert("fan_in_fan_out".into(), Value::Bool(true)); }), "fan_in_fan_out"),
-        ("head", Box::new(|c| { c.insert("target_modules".into(), serde_json::json!(["q_proj", "v_proj", "lm_head"])); }), "lm_head"),
-        ("embed", Box::new(|c| { c.insert("target_modules".into(), serde_json::json!(["embed_tokens", "q_proj"])); }), "embed_tokens"),
-        ("regex", Box::new(|c| { c.insert("target_modules".into(), ".*\\.(q|v)_proj".into()); }), "regular expression"),
-        ("rankre", Box::new(|c| { c.insert("rank_pattern".into(), serde_json::json!({"^model.*q_proj": 4})); }), "rank_pattern"),
-        ("ia3", Box::new(|c| { c.insert("peft_type".into(), "IA3".into()); }), "IA3"),
+    let cases: Vec<(&str, ConfigEdit, &str)> = vec![
+        (
+            "dora",
+            Box::new(|c| {
+                c.insert("use_dora".into(), Value::Bool(true));
+            }),
+            "use_dora",
+        ),
+        (
+            "bias",
+            Box::new(|c| {
+                c.insert("bias".into(), "lora_only".into());
+            }),
+            "bias",
+        ),
+        (
+            "save",
+            Box::new(|c| {
+                c.insert("modules_to_save".into(), serde_json::json!(["lm_head"]));
+            }),
+            "modules_to_save",
+        ),
+        (
+            "fifo",
+            Box::new(|c| {
+                c.insert("fan_in_fan_out".into(), Value::Bool(true));
+            }),
+            "fan_in_fan_out",
+        ),
+        (
+            "head",
+            Box::new(|c| {
+                c.insert(
+                    "target_modules".into(),
+                    serde_json::json!(["q_proj", "v_proj", "lm_head"]),
+                );
+            }),
+            "lm_head",
+        ),
+        (
+            "embed",
+            Box::new(|c| {
+                c.insert(
+                    "target_modules".into(),
+                    serde_json::json!(["embed_tokens", "q_proj"]),
+                );
+            }),
+            "embed_tokens",
+        ),
+        (
+            "regex",
+            Box::new(|c| {
+                c.insert("target_modules".into(), ".*\\.(q|v)_proj".into());
+            }),
+            "regular expression",
+        ),
+        (
+            "rankre",
+            Box::new(|c| {
+                c.insert(
+                    "rank_pattern".into(),
+                    serde_json::json!({"^model.*q_proj": 4}),
+                );
+            }),
+            "rank_pattern",
+        ),
+        (
+            "ia3",
+            Box::new(|c| {
+                c.insert("peft_type".into(), "IA3".into());
+            }),
+            "IA3",
+        ),
     ];
     for (name, edit, needle) in cases {
         let dir = scratch(&format!("unsup-{name}"), Some("a"));
         edit_config(&dir, edit);
         let e = LoraAdapter::load(&dir, &cfg).unwrap_err();
-        assert!(matches!(e, Error::Unsupported(ref m) if m.contains(needle)), "{name}: {e}");
+        assert!(
+            matches!(e, Error::Unsupported(ref m) if m.contains(needle)),
+            "{name}: {e}"
+        );
     }
     // A tensor for a module we cannot adapt (PEFT writes lm_head factors so) is refused by name.
     let (din, dout) = (cfg.hidden, cfg.vocab);
@@ -303,12 +463,23 @@ fn unsupported_configs_are_refused_by_name() {
         "head-tensor",
         serde_json::json!({"r": 2, "lora_alpha": 2, "target_modules": ["q_proj"]}),
         &[
-            ("base_model.model.lm_head.lora_A.weight", vec![2, din], ramp(2 * din, 0.1)),
-            ("base_model.model.lm_head.lora_B.weight", vec![dout, 2], ramp(2 * dout, 0.1)),
+            (
+                "base_model.model.lm_head.lora_A.weight",
+                vec![2, din],
+                ramp(2 * din, 0.1),
+            ),
+            (
+                "base_model.model.lm_head.lora_B.weight",
+                vec![dout, 2],
+                ramp(2 * dout, 0.1),
+            ),
         ],
     );
     let e = LoraAdapter::load(&dir, &cfg).unwrap_err();
-    assert!(matches!(e, Error::Unsupported(ref m) if m.contains("base_model.model.lm_head.lora_A.weight")), "{e}");
+    assert!(
+        matches!(e, Error::Unsupported(ref m) if m.contains("base_model.model.lm_head.lora_A.weight")),
+        "{e}"
+    );
 }
 
 #[test]
@@ -320,37 +491,97 @@ fn inconsistent_tensors_are_refused() {
     let qa = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight";
     let qb = "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight";
 
-    let dir = custom_adapter("a-only", conf.clone(), &[(qa, vec![2, h], ramp(2 * h, 0.1))]);
+    let dir = custom_adapter(
+        "a-only",
+        conf.clone(),
+        &[(qa, vec![2, h], ramp(2 * h, 0.1))],
+    );
     let e = LoraAdapter::load(&dir, &cfg).unwrap_err();
-    assert!(matches!(e, Error::ModelFormat { ref msg, .. } if msg.contains(qa) && msg.contains("lora_B")), "{e}");
+    assert!(
+        matches!(e, Error::ModelFormat { ref msg, .. } if msg.contains(qa) && msg.contains("lora_B")),
+        "{e}"
+    );
 
-    let dir = custom_adapter("rank-mix", conf.clone(), &[(qa, vec![2, h], ramp(2 * h, 0.1)), (qb, vec![q, 3], ramp(3 * q, 0.1))]);
+    let dir = custom_adapter(
+        "rank-mix",
+        conf.clone(),
+        &[
+            (qa, vec![2, h], ramp(2 * h, 0.1)),
+            (qb, vec![q, 3], ramp(3 * q, 0.1)),
+        ],
+    );
     let e = LoraAdapter::load(&dir, &cfg).unwrap_err();
-    assert!(matches!(e, Error::ModelFormat { ref msg, .. } if msg.contains("[2, 64]") && msg.contains("[64, 3]")), "{e}");
+    assert!(
+        matches!(e, Error::ModelFormat { ref msg, .. } if msg.contains("[2, 64]") && msg.contains("[64, 3]")),
+        "{e}"
+    );
 
-    let dir = custom_adapter("rank-vs-r", conf.clone(), &[(qa, vec![4, h], ramp(4 * h, 0.1)), (qb, vec![q, 4], ramp(4 * q, 0.1))]);
+    let dir = custom_adapter(
+        "rank-vs-r",
+        conf.clone(),
+        &[
+            (qa, vec![4, h], ramp(4 * h, 0.1)),
+            (qb, vec![q, 4], ramp(4 * q, 0.1)),
+        ],
+    );
     let e = LoraAdapter::load(&dir, &cfg).unwrap_err();
-    assert!(matches!(e, Error::ModelFormat { ref msg, .. } if msg.contains("rank 4") && msg.contains("rank 2")), "{e}");
+    assert!(
+        matches!(e, Error::ModelFormat { ref msg, .. } if msg.contains("rank 4") && msg.contains("rank 2")),
+        "{e}"
+    );
 
-    let far = format!("base_model.model.model.layers.{}.self_attn.v_proj.lora_A.weight", cfg.n_layers);
+    let far = format!(
+        "base_model.model.model.layers.{}.self_attn.v_proj.lora_A.weight",
+        cfg.n_layers
+    );
     let far_b = far.replace("lora_A", "lora_B");
     let kv = cfg.kv_dim();
-    let dir = custom_adapter("far-layer", conf.clone(), &[(&far, vec![2, h], ramp(2 * h, 0.1)), (&far_b, vec![kv, 2], ramp(2 * kv, 0.1))]);
+    let dir = custom_adapter(
+        "far-layer",
+        conf.clone(),
+        &[
+            (&far, vec![2, h], ramp(2 * h, 0.1)),
+            (&far_b, vec![kv, 2], ramp(2 * kv, 0.1)),
+        ],
+    );
     let e = LoraAdapter::load(&dir, &cfg).unwrap_err();
-    assert!(matches!(e, Error::InvalidArgument(ref m) if m.contains(&far)), "{e}");
+    assert!(
+        matches!(e, Error::InvalidArgument(ref m) if m.contains(&far)),
+        "{e}"
+    );
 
-    let dir = custom_adapter("not-targeted", serde_json::json!({"r": 2, "target_modules": ["v_proj"]}), &[(qa, vec![2, h], ramp(2 * h, 0.1)), (qb, vec![q, 2], ramp(2 * q, 0.1))]);
+    let dir = custom_adapter(
+        "not-targeted",
+        serde_json::json!({"r": 2, "target_modules": ["v_proj"]}),
+        &[
+            (qa, vec![2, h], ramp(2 * h, 0.1)),
+            (qb, vec![q, 2], ramp(2 * q, 0.1)),
+        ],
+    );
     let e = LoraAdapter::load(&dir, &cfg).unwrap_err();
-    assert!(matches!(e, Error::ModelFormat { ref msg, .. } if msg.contains(qa)), "{e}");
+    assert!(
+        matches!(e, Error::ModelFormat { ref msg, .. } if msg.contains(qa)),
+        "{e}"
+    );
 
     let mut nan = ramp(2 * q, 0.1);
     nan[5] = f32::NAN;
-    let dir = custom_adapter("nan", conf.clone(), &[(qa, vec![2, h], ramp(2 * h, 0.1)), (qb, vec![q, 2], nan)]);
+    let dir = custom_adapter(
+        "nan",
+        conf.clone(),
+        &[(qa, vec![2, h], ramp(2 * h, 0.1)), (qb, vec![q, 2], nan)],
+    );
     let e = LoraAdapter::load(&dir, &cfg).unwrap_err();
-    assert!(matches!(e, Error::ModelFormat { ref msg, .. } if msg.contains(qb) && msg.contains("non-finite")), "{e}");
+    assert!(
+        matches!(e, Error::ModelFormat { ref msg, .. } if msg.contains(qb) && msg.contains("non-finite")),
+        "{e}"
+    );
 
     let dir = custom_adapter("empty", conf, &[]);
-    assert!(matches!(LoraAdapter::load(&dir, &cfg), Err(Error::ModelFormat { .. })));
+    assert!(matches!(
+        LoraAdapter::load(&dir, &cfg),
+        Err(Error::ModelFormat { .. })
+    ));
 }
 
 #[test]
@@ -359,7 +590,10 @@ fn rank_alpha_patterns_and_layer_selection_are_honoured() {
     let (h, kv) = (cfg.hidden, cfg.kv_dim());
     let va = "base_model.model.model.layers.1.self_attn.v_proj.lora_A.weight";
     let vb = "base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight";
-    let tensors = [(va, vec![3, h], ramp(3 * h, 0.1)), (vb, vec![kv, 3], ramp(3 * kv, 0.2))];
+    let tensors = [
+        (va, vec![3, h], ramp(3 * h, 0.1)),
+        (vb, vec![kv, 3], ramp(3 * kv, 0.2)),
+    ];
     // PEFT: v_proj of layer 1 gets rank 3 and alpha 6 (scaling 2), everything else r=8/alpha 16.
     let dir = custom_adapter(
         "patterns",
@@ -373,11 +607,25 @@ fn rank_alpha_patterns_and_layer_selection_are_honoured() {
     assert!(ad.pair(0, LoraModule::V).is_none());
 
     // The same tensors without the rank override disagree with r=8.
-    let dir = custom_adapter("no-pattern", serde_json::json!({"r": 8, "target_modules": ["v_proj"]}), &tensors);
-    assert!(matches!(LoraAdapter::load(&dir, &cfg), Err(Error::ModelFormat { .. })));
+    let dir = custom_adapter(
+        "no-pattern",
+        serde_json::json!({"r": 8, "target_modules": ["v_proj"]}),
+        &tensors,
+    );
+    assert!(matches!(
+        LoraAdapter::load(&dir, &cfg),
+        Err(Error::ModelFormat { .. })
+    ));
 
     // Layer 1 excluded by layers_to_transform: its tensors contradict the config.
-    let dir = custom_adapter("layers", serde_json::json!({"r": 3, "target_modules": ["v_proj"], "layers_to_transform": 0}), &tensors);
+    let dir = custom_adapter(
+        "layers",
+        serde_json::json!({"r": 3, "target_modules": ["v_proj"], "layers_to_transform": 0}),
+        &tensors,
+    );
     let e = LoraAdapter::load(&dir, &cfg).unwrap_err();
-    assert!(matches!(e, Error::ModelFormat { ref msg, .. } if msg.contains("layers_to_transform")), "{e}");
+    assert!(
+        matches!(e, Error::ModelFormat { ref msg, .. } if msg.contains("layers_to_transform")),
+        "{e}"
+    );
 }

@@ -61,7 +61,10 @@ impl<'de> Deserialize<'de> for OrderedMap {
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("an object")
             }
-            fn visit_map<M: MapAccess<'de>>(self, mut m: M) -> std::result::Result<OrderedMap, M::Error> {
+            fn visit_map<M: MapAccess<'de>>(
+                self,
+                mut m: M,
+            ) -> std::result::Result<OrderedMap, M::Error> {
                 let mut out = Vec::new();
                 while let Some((k, v)) = m.next_entry::<String, Value>()? {
                     out.push((k, v));
@@ -125,9 +128,13 @@ impl AdapterConfig {
     pub fn parse(text: &[u8], path: &Path) -> Result<AdapterConfig> {
         let bad = |msg: String| Error::format(path, msg);
         let unsupported = |what: &str| {
-            Error::Unsupported(format!("{}: LoRA option {what} is not supported", path.display()))
+            Error::Unsupported(format!(
+                "{}: LoRA option {what} is not supported",
+                path.display()
+            ))
         };
-        let raw: Raw = serde_json::from_slice(text).map_err(|e| bad(format!("invalid adapter config JSON: {e}")))?;
+        let raw: Raw = serde_json::from_slice(text)
+            .map_err(|e| bad(format!("invalid adapter config JSON: {e}")))?;
 
         if let Some(t) = &raw.peft_type {
             if t.as_str() != Some("LORA") {
@@ -140,7 +147,9 @@ impl AdapterConfig {
         match &raw.bias {
             None | Some(Value::Null) => {}
             Some(Value::String(s)) if s == "none" => {}
-            Some(Value::String(s)) => return Err(unsupported(&format!("bias=\"{s}\" (only \"none\")"))),
+            Some(Value::String(s)) => {
+                return Err(unsupported(&format!("bias=\"{s}\" (only \"none\")")))
+            }
             Some(v) => return Err(bad(format!("'bias' must be a string, got {v}"))),
         }
         let refused: [(&str, &Option<Value>); 11] = [
@@ -149,7 +158,10 @@ impl AdapterConfig {
             ("fan_in_fan_out=true", &raw.fan_in_fan_out),
             ("modules_to_save", &raw.modules_to_save),
             ("layer_replication", &raw.layer_replication),
-            ("alora_invocation_tokens (aLoRA)", &raw.alora_invocation_tokens),
+            (
+                "alora_invocation_tokens (aLoRA)",
+                &raw.alora_invocation_tokens,
+            ),
             ("target_parameters", &raw.target_parameters),
             ("trainable_token_indices", &raw.trainable_token_indices),
             ("use_qalora=true", &raw.use_qalora),
@@ -164,15 +176,23 @@ impl AdapterConfig {
 
         let r = match &raw.r {
             None | Some(Value::Null) => DEFAULT_R,
-            Some(v) => v.as_u64().filter(|&r| r > 0).ok_or_else(|| bad(format!("'r' must be a positive integer, got {v}")))?,
+            Some(v) => v
+                .as_u64()
+                .filter(|&r| r > 0)
+                .ok_or_else(|| bad(format!("'r' must be a positive integer, got {v}")))?,
         } as usize;
         let lora_alpha = match &raw.lora_alpha {
             None | Some(Value::Null) => DEFAULT_ALPHA,
-            Some(v) => v.as_f64().filter(|a| a.is_finite()).ok_or_else(|| bad(format!("'lora_alpha' must be a number, got {v}")))?,
+            Some(v) => v
+                .as_f64()
+                .filter(|a| a.is_finite())
+                .ok_or_else(|| bad(format!("'lora_alpha' must be a number, got {v}")))?,
         };
         let use_rslora = match &raw.use_rslora {
             None | Some(Value::Null) => false,
-            Some(v) => v.as_bool().ok_or_else(|| bad(format!("'use_rslora' must be true or false, got {v}")))?,
+            Some(v) => v
+                .as_bool()
+                .ok_or_else(|| bad(format!("'use_rslora' must be true or false, got {v}")))?,
         };
 
         let targets = match &raw.target_modules {
@@ -212,26 +232,56 @@ impl AdapterConfig {
         match &raw.layers_pattern {
             None | Some(Value::Null) => {}
             Some(Value::String(s)) if s == "layers" => {}
-            Some(Value::Array(a)) if a.is_empty() || a.iter().all(|v| v.as_str() == Some("layers")) => {}
-            Some(v) => return Err(unsupported(&format!("layers_pattern={v} (only \"layers\")"))),
+            Some(Value::Array(a))
+                if a.is_empty() || a.iter().all(|v| v.as_str() == Some("layers")) => {}
+            Some(v) => {
+                return Err(unsupported(&format!(
+                    "layers_pattern={v} (only \"layers\")"
+                )))
+            }
         }
         let layers = match &raw.layers_to_transform {
             None | Some(Value::Null) => None,
-            Some(Value::Number(n)) => Some(vec![n.as_u64().ok_or_else(|| bad(format!("layers_to_transform {n} is not a layer index")))? as usize]),
+            Some(Value::Number(n)) => Some(vec![n
+                .as_u64()
+                .ok_or_else(|| bad(format!("layers_to_transform {n} is not a layer index")))?
+                as usize]),
             // PEFT treats an empty list as "every layer".
             Some(Value::Array(a)) if a.is_empty() => None,
             Some(Value::Array(a)) => Some(
                 a.iter()
-                    .map(|v| v.as_u64().map(|i| i as usize).ok_or_else(|| bad(format!("layers_to_transform entry {v} is not a layer index"))))
+                    .map(|v| {
+                        v.as_u64().map(|i| i as usize).ok_or_else(|| {
+                            bad(format!(
+                                "layers_to_transform entry {v} is not a layer index"
+                            ))
+                        })
+                    })
                     .collect::<Result<Vec<_>>>()?,
             ),
-            Some(v) => return Err(bad(format!("layers_to_transform must be an index or a list, got {v}"))),
+            Some(v) => {
+                return Err(bad(format!(
+                    "layers_to_transform must be an index or a list, got {v}"
+                )))
+            }
         };
 
-        let rank_pattern = parse_pattern(raw.rank_pattern, "rank_pattern", path, |v| v.as_u64().filter(|&r| r > 0).map(|r| r as usize))?;
-        let alpha_pattern = parse_pattern(raw.alpha_pattern, "alpha_pattern", path, |v| v.as_f64().filter(|a| a.is_finite()))?;
+        let rank_pattern = parse_pattern(raw.rank_pattern, "rank_pattern", path, |v| {
+            v.as_u64().filter(|&r| r > 0).map(|r| r as usize)
+        })?;
+        let alpha_pattern = parse_pattern(raw.alpha_pattern, "alpha_pattern", path, |v| {
+            v.as_f64().filter(|a| a.is_finite())
+        })?;
 
-        Ok(AdapterConfig { r, lora_alpha, use_rslora, targets, layers, rank_pattern, alpha_pattern })
+        Ok(AdapterConfig {
+            r,
+            lora_alpha,
+            use_rslora,
+            targets,
+            layers,
+            rank_pattern,
+            alpha_pattern,
+        })
     }
 
     /// Whether PEFT would put a LoRA on the module called `full_name`
@@ -239,19 +289,29 @@ impl AdapterConfig {
     pub fn targets_module(&self, full_name: &str, layer: usize) -> bool {
         let named = match &self.targets {
             Targets::AllLinear => true,
-            Targets::List(names) => names.iter().any(|t| full_name == t || full_name.ends_with(&format!(".{t}"))),
+            Targets::List(names) => names
+                .iter()
+                .any(|t| full_name == t || full_name.ends_with(&format!(".{t}"))),
         };
         named && self.layers.as_ref().is_none_or(|l| l.contains(&layer))
     }
 
     /// The rank PEFT expects for `full_name`: the first matching `rank_pattern` entry, else `r`.
     pub fn rank_for(&self, full_name: &str) -> usize {
-        self.rank_pattern.iter().find(|(k, _)| pattern_matches(k, full_name)).map(|(_, r)| *r).unwrap_or(self.r)
+        self.rank_pattern
+            .iter()
+            .find(|(k, _)| pattern_matches(k, full_name))
+            .map(|(_, r)| *r)
+            .unwrap_or(self.r)
     }
 
     /// The alpha PEFT uses for `full_name`: the first matching `alpha_pattern` entry, else `lora_alpha`.
     pub fn alpha_for(&self, full_name: &str) -> f64 {
-        self.alpha_pattern.iter().find(|(k, _)| pattern_matches(k, full_name)).map(|(_, a)| *a).unwrap_or(self.lora_alpha)
+        self.alpha_pattern
+            .iter()
+            .find(|(k, _)| pattern_matches(k, full_name))
+            .map(|(_, a)| *a)
+            .unwrap_or(self.lora_alpha)
     }
 
     /// PEFT's layer scaling for a module of rank `rank` and alpha `alpha`.
@@ -275,13 +335,19 @@ fn parse_pattern<T>(
 ) -> Result<Vec<(String, T)>> {
     let mut out = Vec::new();
     for (k, v) in map.map(|m| m.0).unwrap_or_default() {
-        if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')) {
+        if k.is_empty()
+            || !k
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        {
             return Err(Error::Unsupported(format!(
                 "{}: {what} key \"{k}\" is a regular expression; only plain module names are supported",
                 path.display()
             )));
         }
-        let val = value(&v).ok_or_else(|| Error::format(path, format!("{what} entry \"{k}\" has invalid value {v}")))?;
+        let val = value(&v).ok_or_else(|| {
+            Error::format(path, format!("{what} entry \"{k}\" has invalid value {v}"))
+        })?;
         out.push((k, val));
     }
     Ok(out)
@@ -296,7 +362,10 @@ fn pattern_matches(key: &str, name: &str) -> bool {
         return false;
     }
     let start = n.len() - k.len();
-    let body = k.iter().zip(&n[start..]).all(|(&kc, &nc)| kc == b'.' || kc == nc);
+    let body = k
+        .iter()
+        .zip(&n[start..])
+        .all(|(&kc, &nc)| kc == b'.' || kc == nc);
     // A longer prefix can only end in `.` at `start - 1`: the key has no quantifiers, so its
     // match always has the key's length.
     body && (start == 0 || n[start - 1] == b'.')
@@ -313,19 +382,33 @@ mod tests {
     #[test]
     fn pattern_keys_match_like_python_re() {
         assert!(pattern_matches("q_proj", "model.layers.0.self_attn.q_proj"));
-        assert!(pattern_matches("layers.1.self_attn.q_proj", "model.layers.1.self_attn.q_proj"));
-        assert!(!pattern_matches("layers.1.self_attn.q_proj", "model.layers.11.self_attn.q_proj"));
+        assert!(pattern_matches(
+            "layers.1.self_attn.q_proj",
+            "model.layers.1.self_attn.q_proj"
+        ));
+        assert!(!pattern_matches(
+            "layers.1.self_attn.q_proj",
+            "model.layers.11.self_attn.q_proj"
+        ));
         assert!(!pattern_matches("proj", "model.layers.0.self_attn.q_proj"));
-        assert!(pattern_matches("model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.q_proj"));
+        assert!(pattern_matches(
+            "model.layers.0.self_attn.q_proj",
+            "model.layers.0.self_attn.q_proj"
+        ));
         // `.` is a regex wildcard in PEFT's keys.
-        assert!(pattern_matches("self_attn.q.proj", "model.layers.0.self_attn.q_proj"));
+        assert!(pattern_matches(
+            "self_attn.q.proj",
+            "model.layers.0.self_attn.q_proj"
+        ));
     }
 
     #[test]
     fn first_matching_pattern_wins_in_file_order() {
-        let c = parse(r#"{"r": 8, "lora_alpha": 16, "target_modules": ["q_proj"],
+        let c = parse(
+            r#"{"r": 8, "lora_alpha": 16, "target_modules": ["q_proj"],
             "rank_pattern": {"layers.1.self_attn.q_proj": 2, "q_proj": 4},
-            "alpha_pattern": {"q_proj": 3, "layers.1.self_attn.q_proj": 5}}"#)
+            "alpha_pattern": {"q_proj": 3, "layers.1.self_attn.q_proj": 5}}"#,
+        )
         .unwrap();
         assert_eq!(c.rank_for("model.layers.1.self_attn.q_proj"), 2);
         assert_eq!(c.rank_for("model.layers.0.self_attn.q_proj"), 4);
@@ -336,11 +419,23 @@ mod tests {
 
     #[test]
     fn regex_pattern_keys_and_targets_are_unsupported() {
-        let e = parse(r#"{"target_modules": ["q_proj"], "rank_pattern": {"^model.*q_proj$": 4}}"#).unwrap_err();
-        assert!(matches!(e, Error::Unsupported(ref m) if m.contains("rank_pattern")), "{e}");
+        let e = parse(r#"{"target_modules": ["q_proj"], "rank_pattern": {"^model.*q_proj$": 4}}"#)
+            .unwrap_err();
+        assert!(
+            matches!(e, Error::Unsupported(ref m) if m.contains("rank_pattern")),
+            "{e}"
+        );
         let e = parse(r#"{"target_modules": ".*(q|v)_proj"}"#).unwrap_err();
-        assert!(matches!(e, Error::Unsupported(ref m) if m.contains("regular expression")), "{e}");
-        assert_eq!(parse(r#"{"target_modules": "all-linear"}"#).unwrap().targets, Targets::AllLinear);
+        assert!(
+            matches!(e, Error::Unsupported(ref m) if m.contains("regular expression")),
+            "{e}"
+        );
+        assert_eq!(
+            parse(r#"{"target_modules": "all-linear"}"#)
+                .unwrap()
+                .targets,
+            Targets::AllLinear
+        );
     }
 
     #[test]
@@ -365,17 +460,41 @@ mod tests {
     #[test]
     fn options_that_change_the_math_are_refused_by_name() {
         for (json, name) in [
-            (r#"{"target_modules": ["q_proj"], "use_dora": true}"#, "use_dora"),
+            (
+                r#"{"target_modules": ["q_proj"], "use_dora": true}"#,
+                "use_dora",
+            ),
             (r#"{"target_modules": ["q_proj"], "bias": "all"}"#, "bias"),
-            (r#"{"target_modules": ["q_proj"], "modules_to_save": ["lm_head"]}"#, "modules_to_save"),
-            (r#"{"target_modules": ["q_proj"], "fan_in_fan_out": true}"#, "fan_in_fan_out"),
-            (r#"{"target_modules": ["q_proj"], "lora_bias": true}"#, "lora_bias"),
-            (r#"{"target_modules": ["q_proj"], "layers_pattern": "h"}"#, "layers_pattern"),
-            (r#"{"target_modules": ["q_proj", "lm_head", "embed_tokens"]}"#, "lm_head"),
-            (r#"{"target_modules": ["q_proj"], "peft_type": "IA3"}"#, "IA3"),
+            (
+                r#"{"target_modules": ["q_proj"], "modules_to_save": ["lm_head"]}"#,
+                "modules_to_save",
+            ),
+            (
+                r#"{"target_modules": ["q_proj"], "fan_in_fan_out": true}"#,
+                "fan_in_fan_out",
+            ),
+            (
+                r#"{"target_modules": ["q_proj"], "lora_bias": true}"#,
+                "lora_bias",
+            ),
+            (
+                r#"{"target_modules": ["q_proj"], "layers_pattern": "h"}"#,
+                "layers_pattern",
+            ),
+            (
+                r#"{"target_modules": ["q_proj", "lm_head", "embed_tokens"]}"#,
+                "lm_head",
+            ),
+            (
+                r#"{"target_modules": ["q_proj"], "peft_type": "IA3"}"#,
+                "IA3",
+            ),
         ] {
             let e = parse(json).unwrap_err();
-            assert!(matches!(e, Error::Unsupported(ref m) if m.contains(name)), "{json}: {e}");
+            assert!(
+                matches!(e, Error::Unsupported(ref m) if m.contains(name)),
+                "{json}: {e}"
+            );
         }
     }
 
@@ -392,7 +511,10 @@ mod tests {
             r#"{"target_modules": ["q_proj"], "#,
         ] {
             let e = parse(json).unwrap_err();
-            assert!(matches!(e, Error::ModelFormat { ref file, .. } if file == "adapter_config.json"), "{json}: {e}");
+            assert!(
+                matches!(e, Error::ModelFormat { ref file, .. } if file == "adapter_config.json"),
+                "{json}: {e}"
+            );
         }
     }
 }

@@ -30,7 +30,10 @@ pub fn add_delta(pair: &LoraPair, x: &[f32], n: usize, scale: f32, out: &mut [f3
     }
     let factor = pair.factor(scale);
     let mut t = vec![0f32; r];
-    for (xr, or) in x.chunks_exact(din.max(1)).zip(out.chunks_exact_mut(dout.max(1))) {
+    for (xr, or) in x
+        .chunks_exact(din.max(1))
+        .zip(out.chunks_exact_mut(dout.max(1)))
+    {
         for (tj, arow) in t.iter_mut().zip(pair.a.chunks_exact(din.max(1))) {
             *tj = crate::quant::dot_f32(arow, xr);
         }
@@ -45,8 +48,17 @@ pub fn add_delta(pair: &LoraPair, x: &[f32], n: usize, scale: f32, out: &mut [f3
 /// `rows / n_head` features, as llama.cpp's converter reorders Llama `attn_q`/`attn_k` rows: in
 /// each head, Hugging Face's rotate-half pair `(i, i + d/2)` becomes the adjacent pair
 /// `(2i, 2i + 1)`. Fails unless each head has an even number of rows.
-pub fn permute_rows_for_adjacent_rope(m: &[f32], rows: usize, cols: usize, n_head: usize) -> Result<Vec<f32>> {
-    if n_head == 0 || !rows.is_multiple_of(n_head) || !(rows / n_head).is_multiple_of(2) || Some(m.len()) != rows.checked_mul(cols) {
+pub fn permute_rows_for_adjacent_rope(
+    m: &[f32],
+    rows: usize,
+    cols: usize,
+    n_head: usize,
+) -> Result<Vec<f32>> {
+    if n_head == 0
+        || !rows.is_multiple_of(n_head)
+        || !(rows / n_head).is_multiple_of(2)
+        || Some(m.len()) != rows.checked_mul(cols)
+    {
         return Err(Error::InvalidArgument(format!(
             "cannot permute {rows} x {cols} rows ({} values) into {n_head} heads of adjacent RoPE pairs",
             m.len()
@@ -70,8 +82,22 @@ pub fn permute_rows_for_adjacent_rope(m: &[f32], rows: usize, cols: usize, n_hea
 mod tests {
     use super::*;
 
-    fn pair(a: Vec<f32>, b: Vec<f32>, rank: usize, din: usize, dout: usize, scaling: f32) -> LoraPair {
-        LoraPair { a, b, rank, in_features: din, out_features: dout, scaling }
+    fn pair(
+        a: Vec<f32>,
+        b: Vec<f32>,
+        rank: usize,
+        din: usize,
+        dout: usize,
+        scaling: f32,
+    ) -> LoraPair {
+        LoraPair {
+            a,
+            b,
+            rank,
+            in_features: din,
+            out_features: dout,
+            scaling,
+        }
     }
 
     #[test]

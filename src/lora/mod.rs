@@ -47,8 +47,15 @@ pub enum LoraModule {
 
 impl LoraModule {
     /// Every module, in the order of [`LoraModule::index`].
-    pub const ALL: [LoraModule; 7] =
-        [LoraModule::Q, LoraModule::K, LoraModule::V, LoraModule::O, LoraModule::Gate, LoraModule::Up, LoraModule::Down];
+    pub const ALL: [LoraModule; 7] = [
+        LoraModule::Q,
+        LoraModule::K,
+        LoraModule::V,
+        LoraModule::O,
+        LoraModule::Gate,
+        LoraModule::Up,
+        LoraModule::Down,
+    ];
 
     /// Position of the module in [`LoraModule::ALL`] (and in a layer's slot array).
     pub fn index(self) -> usize {
@@ -163,7 +170,10 @@ impl LoraAdapter {
             if !config.targets_module(&n.module_path, n.layer) {
                 return Err(Error::format(
                     &file,
-                    format!("tensor {} adapts {}, which target_modules/layers_to_transform exclude", t.name, n.module_path),
+                    format!(
+                        "tensor {} adapts {}, which target_modules/layers_to_transform exclude",
+                        t.name, n.module_path
+                    ),
                 ));
             }
             if n.layer >= cfg.n_layers {
@@ -175,10 +185,15 @@ impl LoraAdapter {
                     cfg.n_layers
                 )));
             }
-            let slot = slots.entry((n.layer, n.module)).or_insert_with(|| (n.module_path.clone(), None, None));
+            let slot = slots
+                .entry((n.layer, n.module))
+                .or_insert_with(|| (n.module_path.clone(), None, None));
             let place = if n.is_b { &mut slot.2 } else { &mut slot.1 };
             if place.is_some() {
-                return Err(Error::format(&file, format!("two tensors for {} ({})", n.module_path, t.name)));
+                return Err(Error::format(
+                    &file,
+                    format!("two tensors for {} ({})", n.module_path, t.name),
+                ));
             }
             *place = Some(t);
         }
@@ -186,34 +201,60 @@ impl LoraAdapter {
             return Err(Error::format(&file, "no LoRA tensors"));
         }
 
-        let mut layers: Vec<[Option<LoraPair>; 7]> = (0..cfg.n_layers).map(|_| std::array::from_fn(|_| None)).collect();
+        let mut layers: Vec<[Option<LoraPair>; 7]> = (0..cfg.n_layers)
+            .map(|_| std::array::from_fn(|_| None))
+            .collect();
         for ((layer, module), (path, a, b)) in slots {
             let (a, b) = match (a, b) {
                 (Some(a), Some(b)) => (a, b),
-                (Some(a), None) => return Err(Error::format(&file, format!("{} has no matching lora_B tensor", a.name))),
-                (None, Some(b)) => return Err(Error::format(&file, format!("{} has no matching lora_A tensor", b.name))),
+                (Some(a), None) => {
+                    return Err(Error::format(
+                        &file,
+                        format!("{} has no matching lora_B tensor", a.name),
+                    ))
+                }
+                (None, Some(b)) => {
+                    return Err(Error::format(
+                        &file,
+                        format!("{} has no matching lora_A tensor", b.name),
+                    ))
+                }
                 (None, None) => continue,
             };
             let pair = load_pair(dir, &file, &config, cfg, module, &path, a, b)?;
             layers[layer][module.index()] = Some(pair);
         }
 
-        let bytes = layers.iter().flatten().flatten().map(|p| (p.a.len() + p.b.len()) * 4).sum();
+        let bytes = layers
+            .iter()
+            .flatten()
+            .flatten()
+            .map(|p| (p.a.len() + p.b.len()) * 4)
+            .sum();
         let identity = fingerprint(&config, &layers);
-        Ok(LoraAdapter { dir: dir.to_path_buf(), config, layers, identity, bytes })
+        Ok(LoraAdapter {
+            dir: dir.to_path_buf(),
+            config,
+            layers,
+            identity,
+            bytes,
+        })
     }
 
     /// The pair adapting `module` of block `layer`, if the adapter has one.
     pub fn pair(&self, layer: usize, module: LoraModule) -> Option<&LoraPair> {
-        self.layers.get(layer).and_then(|l| l[module.index()].as_ref())
+        self.layers
+            .get(layer)
+            .and_then(|l| l[module.index()].as_ref())
     }
 
     /// Every pair with its layer and module, layer by layer in [`LoraModule::ALL`] order.
     pub fn pairs(&self) -> impl Iterator<Item = (usize, LoraModule, &LoraPair)> {
-        self.layers
-            .iter()
-            .enumerate()
-            .flat_map(|(i, l)| LoraModule::ALL.into_iter().filter_map(move |m| l[m.index()].as_ref().map(|p| (i, m, p))))
+        self.layers.iter().enumerate().flat_map(|(i, l)| {
+            LoraModule::ALL
+                .into_iter()
+                .filter_map(move |m| l[m.index()].as_ref().map(|p| (i, m, p)))
+        })
     }
 
     /// Number of layers of the model it was loaded for.
@@ -254,7 +295,13 @@ fn load_pair(
     let (din, dout) = module.dims(cfg);
     for t in [a, b] {
         if t.shape.len() != 2 {
-            return Err(Error::format(file, format!("tensor {} has shape {:?}; LoRA factors are matrices", t.name, t.shape)));
+            return Err(Error::format(
+                file,
+                format!(
+                    "tensor {} has shape {:?}; LoRA factors are matrices",
+                    t.name, t.shape
+                ),
+            ));
         }
     }
     let rank = a.shape[0];
@@ -272,16 +319,28 @@ fn load_pair(
     if b.shape[1] != rank {
         return Err(Error::format(
             file,
-            format!("{} has shape {:?} but {} has shape {:?}: the ranks differ", b.name, b.shape, a.name, a.shape),
+            format!(
+                "{} has shape {:?} but {} has shape {:?}: the ranks differ",
+                b.name, b.shape, a.name, a.shape
+            ),
         ));
     }
     let want_rank = config.rank_for(path);
     if rank != want_rank {
-        return Err(Error::format(file, format!("{} has rank {rank} but adapter_config.json gives {path} rank {want_rank}", a.name)));
+        return Err(Error::format(
+            file,
+            format!(
+                "{} has rank {rank} but adapter_config.json gives {path} rank {want_rank}",
+                a.name
+            ),
+        ));
     }
     let scaling = config.scaling(config.alpha_for(path), rank);
     if !scaling.is_finite() {
-        return Err(Error::format(file, format!("{path}: scaling {scaling} is not finite")));
+        return Err(Error::format(
+            file,
+            format!("{path}: scaling {scaling} is not finite"),
+        ));
     }
     let av = to_f32(file, a)?;
     let mut bv = to_f32(file, b)?;
@@ -292,10 +351,24 @@ fn load_pair(
             _ => {}
         }
     }
-    Ok(LoraPair { a: av, b: bv, rank, in_features: din, out_features: dout, scaling: scaling as f32 })
+    Ok(LoraPair {
+        a: av,
+        b: bv,
+        rank,
+        in_features: din,
+        out_features: dout,
+        scaling: scaling as f32,
+    })
 }
 
-fn shape_error(dir: &Path, t: &TensorRef, expect: &[usize; 2], module: LoraModule, din: usize, dout: usize) -> Error {
+fn shape_error(
+    dir: &Path,
+    t: &TensorRef,
+    expect: &[usize; 2],
+    module: LoraModule,
+    din: usize,
+    dout: usize,
+) -> Error {
     Error::InvalidArgument(format!(
         "LoRA adapter {}: tensor {} has shape {:?} but the model needs {:?} ({} maps {din} -> {dout} features)",
         dir.display(),
@@ -319,7 +392,10 @@ fn to_f32(file: &Path, t: &TensorRef) -> Result<Vec<f32>> {
     let mut out = vec![0f32; t.n_elements()];
     crate::quant::dequantize_row(t.dtype, t.bytes(), &mut out)?;
     if let Some(i) = out.iter().position(|v| !v.is_finite()) {
-        return Err(Error::format(file, format!("tensor {} has a non-finite value at element {i}", t.name)));
+        return Err(Error::format(
+            file,
+            format!("tensor {} has a non-finite value at element {i}", t.name),
+        ));
     }
     Ok(out)
 }
@@ -335,7 +411,14 @@ fn fingerprint(config: &AdapterConfig, layers: &[[Option<LoraPair>; 7]]) -> u64 
     for (i, l) in layers.iter().enumerate() {
         for (m, p) in l.iter().enumerate() {
             let Some(p) = p else { continue };
-            for v in [i as u32, m as u32, p.rank as u32, p.in_features as u32, p.out_features as u32, p.scaling.to_bits()] {
+            for v in [
+                i as u32,
+                m as u32,
+                p.rank as u32,
+                p.in_features as u32,
+                p.out_features as u32,
+                p.scaling.to_bits(),
+            ] {
                 word(v);
             }
             p.a.iter().chain(&p.b).for_each(|v| word(v.to_bits()));

@@ -19,7 +19,11 @@ pub(crate) struct LoraName {
 
 /// Prefixes before `layers.{i}.` in the text models we load: causal LMs, and Gemma 3's
 /// multimodal checkpoints in their transformers 4 and 5 spellings.
-const LAYER_ROOTS: [&str; 3] = ["model.layers.", "model.language_model.layers.", "language_model.model.layers."];
+const LAYER_ROOTS: [&str; 3] = [
+    "model.layers.",
+    "model.language_model.layers.",
+    "language_model.model.layers.",
+];
 
 /// Parses a PEFT LoRA tensor name (with or without the `base_model.model.` wrapper prefix PEFT
 /// adds when saving); `None` for anything else (embeddings, lm_head, DoRA magnitudes, biases).
@@ -35,7 +39,10 @@ pub(crate) fn parse(name: &str) -> Option<LoraName> {
     let mut parts = rest.split('.');
     let layer_s = parts.next()?;
     // Plain decimal only: "+3" or "03" would parse but are not names PEFT writes.
-    if layer_s.is_empty() || !layer_s.bytes().all(|c| c.is_ascii_digit()) || (layer_s.len() > 1 && layer_s.starts_with('0')) {
+    if layer_s.is_empty()
+        || !layer_s.bytes().all(|c| c.is_ascii_digit())
+        || (layer_s.len() > 1 && layer_s.starts_with('0'))
+    {
         return None;
     }
     let layer: usize = layer_s.parse().ok()?;
@@ -44,7 +51,12 @@ pub(crate) fn parse(name: &str) -> Option<LoraName> {
     if parts.next().is_some() || parent != module.parent() {
         return None;
     }
-    Some(LoraName { layer, module, is_b, module_path: module_path.to_string() })
+    Some(LoraName {
+        layer,
+        module,
+        is_b,
+        module_path: module_path.to_string(),
+    })
 }
 
 #[cfg(test)]
