@@ -44,6 +44,32 @@ pub fn add_delta(pair: &LoraPair, x: &[f32], n: usize, scale: f32, out: &mut [f3
     Ok(())
 }
 
+/// Folds the update of `pair` into a row-major `out x in` f32 weight: `w += scale * scaling * B A`
+/// (merged inference for a single fixed adapter, and a second reference for [`add_delta`]).
+pub fn merge_into(pair: &LoraPair, w: &mut [f32], scale: f32) -> Result<()> {
+    let (din, dout, r) = (pair.in_features, pair.out_features, pair.rank);
+    if Some(w.len()) != din.checked_mul(dout) || pair.a.len() != r * din || pair.b.len() != dout * r
+    {
+        return Err(Error::InvalidArgument(format!(
+            "cannot merge a rank-{r} LoRA pair for {din} -> {dout} into a weight of {} values",
+            w.len()
+        )));
+    }
+    let factor = pair.factor(scale);
+    for (wrow, brow) in w
+        .chunks_exact_mut(din.max(1))
+        .zip(pair.b.chunks_exact(r.max(1)))
+    {
+        for (&bj, arow) in brow.iter().zip(pair.a.chunks_exact(din.max(1))) {
+            let f = factor * bj;
+            for (wi, &ai) in wrow.iter_mut().zip(arow) {
+                *wi += f * ai;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Reorders the rows of a row-major `rows x cols` matrix whose rows are `n_head` heads of
 /// `rows / n_head` features, as llama.cpp's converter reorders Llama `attn_q`/`attn_k` rows: in
 /// each head, Hugging Face's rotate-half pair `(i, i + d/2)` becomes the adjacent pair
@@ -108,6 +134,32 @@ mod tests {
         let mut out = [10.0, 10.0, 0.0, 0.0];
         add_delta(&p, &x, 2, 0.5, &mut out).unwrap();
         assert_eq!(out, [14.0, 6.0, 3.0, -3.0]);
+    }
+
+    #[test]
+    fn merged_weight_gives_the_same_update() {
+        let p = pair(
+            vec![1.0, 2.0, 3.0, 0.5, -1.0, 0.25],
+            vec![1.0, -1.0, 2.0, 0.0],
+            2,
+            3,
+            2,
+            1.5,
+        );
+        let mut w = vec![0.0; 6];
+        merge_into(&p, &mut w, 0.5).unwrap();
+        let x = [0.3, -0.7, 1.1];
+        let mut via_delta = [0.0; 2];
+        add_delta(&p, &x, 1, 0.5, &mut via_delta).unwrap();
+        for (o, row) in w.chunks(3).enumerate() {
+            let via_merge: f32 = row.iter().zip(&x).map(|(a, b)| a * b).sum();
+            assert!(
+                (via_merge - via_delta[o]).abs() < 1e-6,
+                "{via_merge} vs {}",
+                via_delta[o]
+            );
+        }
+        assert!(merge_into(&p, &mut w[..5], 1.0).is_err());
     }
 
     #[test]

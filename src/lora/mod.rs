@@ -21,7 +21,7 @@ use crate::model::config::{ModelConfig, RopeStyle};
 use crate::tensor::{DType, TensorRef};
 
 pub use config::{AdapterConfig, Targets, CONFIG_FILE};
-pub use delta::{add_delta, permute_rows_for_adjacent_rope};
+pub use delta::{add_delta, merge_into, permute_rows_for_adjacent_rope};
 
 /// File name of the adapter weights inside an adapter directory.
 pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
@@ -73,6 +73,21 @@ impl LoraModule {
             LoraModule::Up => "up_proj",
             LoraModule::Down => "down_proj",
         }
+    }
+
+    /// The canonical (GGUF-style) name of the base weight in block `layer`, e.g.
+    /// `blk.3.attn_q.weight`: the tensor whose output this module's update adds to.
+    pub fn weight_name(self, layer: usize) -> String {
+        let short = match self {
+            LoraModule::Q => "attn_q",
+            LoraModule::K => "attn_k",
+            LoraModule::V => "attn_v",
+            LoraModule::O => "attn_output",
+            LoraModule::Gate => "ffn_gate",
+            LoraModule::Up => "ffn_up",
+            LoraModule::Down => "ffn_down",
+        };
+        format!("blk.{layer}.{short}.weight")
     }
 
     /// The module called `name` in PEFT's naming, if it is one of the seven.
