@@ -142,7 +142,7 @@ impl LoraPair {
 }
 
 /// A loaded LoRA adapter: per layer, per module, an optional [`LoraPair`].
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct LoraAdapter {
     /// The adapter directory it was loaded from.
     pub dir: PathBuf,
@@ -292,6 +292,19 @@ impl LoraAdapter {
     /// Bytes of f32 factor data held.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+}
+
+impl std::fmt::Debug for LoraAdapter {
+    /// A summary (the factor values would be megabytes of text).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoraAdapter")
+            .field("dir", &self.dir)
+            .field("pairs", &self.pairs().count())
+            .field("max_rank", &self.max_rank())
+            .field("bytes", &self.bytes)
+            .field("identity", &format_args!("{:016x}", self.identity))
+            .finish()
     }
 }
 
