@@ -13,6 +13,7 @@ pub mod ffi;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod loader;
+pub mod lora;
 pub mod log;
 pub mod model;
 pub mod quant;
