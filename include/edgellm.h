@@ -143,6 +143,9 @@ typedef uint32_t edgellm_backend;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// A projection of a transformer block that an adapter may adapt.
+typedef struct LoraModule LoraModule;
+
 // Opaque generation request: one or more prompts with shared sampling settings.
 typedef struct edgellm_request edgellm_request;
 
@@ -237,6 +240,44 @@ typedef struct edgellm_runtime_params {
     uint64_t kv_cache_bytes;
 } edgellm_runtime_params;
 
+// Memory and counters of a runtime. Set `struct_size` to `sizeof(edgellm_runtime_metrics)`
+// before calling `edgellm_runtime_get_metrics`; a library with more fields fills only those the
+// caller knows.
+typedef struct edgellm_runtime_metrics {
+    // Size of this struct as the caller compiled it.
+    uint32_t struct_size;
+    // KV blocks in all (planned from the budget at creation).
+    uint32_t kv_total_blocks;
+    // KV blocks in use by requests and cached prefixes.
+    uint32_t kv_used_blocks;
+    // KV blocks held by the prefix cache.
+    uint32_t kv_cached_blocks;
+    // Bytes of weight data.
+    uint64_t weight_bytes;
+    // Bytes of the whole KV cache.
+    uint64_t kv_total_bytes;
+    // Bytes of the KV blocks in use.
+    uint64_t kv_used_bytes;
+    // Bytes of loaded LoRA adapters.
+    uint64_t lora_bytes;
+    // Prompts finished.
+    uint64_t sequences;
+    // Tokens generated.
+    uint64_t generated_tokens;
+    // Prompt tokens admitted.
+    uint64_t prompt_tokens;
+    // Prompt tokens whose keys and values came from the prefix cache.
+    uint64_t reused_prompt_tokens;
+    // Prompts that found a cached prefix.
+    uint64_t cache_hits;
+    // Prompts looked up in the prefix cache.
+    uint64_t cache_lookups;
+    // Forward steps run by the scheduler.
+    uint64_t steps;
+    // Mean number of sequences per step (continuous batching at work).
+    double mean_batch;
+} edgellm_runtime_metrics;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -316,6 +357,15 @@ edgellm_status edgellm_request_set_max_generate_length(struct edgellm_request *r
 edgellm_status edgellm_request_add_stop(struct edgellm_request *req,
                                         const char *stop);
 
+// Chooses the request's LoRA adapter by the name it was loaded under (NUL-terminated UTF-8,
+// copied): NULL uses the runtime's default adapter (see `edgellm_runtime_switch_lora`), ""
+// none. `scale` multiplies the adapter's trained scaling (1 = as trained; must be finite). A
+// name that is not loaded is reported by `edgellm_runtime_handle_request`
+// (`EDGELLM_ERR_NOT_FOUND`, naming it). Requests with different adapters run in one batch.
+edgellm_status edgellm_request_set_lora(struct edgellm_request *req,
+                                        const char *name,
+                                        float scale);
+
 // Keeps generating past end-of-generation tokens when `ignore` is true (default false).
 edgellm_status edgellm_request_set_ignore_eos(struct edgellm_request *req,
                                               bool ignore);
@@ -347,7 +397,7 @@ edgellm_status edgellm_request_cancel(const struct edgellm_request *req);
 // `"token_ids"` (array of ids), and optionally `"max_generate_length"` (alias
 // `"max_tokens"`), `"temperature"`, `"top_k"`, `"top_p"`, `"min_p"`, `"repetition_penalty"`,
 // `"presence_penalty"`, `"frequency_penalty"`, `"seed"`, `"stop"` (array of strings),
-// `"ignore_eos"`, `"apply_chat_template"` and `"template_style"`. Unknown fields are errors
+// `"ignore_eos"`, `"apply_chat_template"`, `"template_style"`, `"lora_name"` and `"lora_scale"`. Unknown fields are errors
 // (`EDGELLM_ERR_INVALID_ARGUMENT`, naming the field), so typos do not pass silently.
 //
 // The caller owns the request (free with `edgellm_request_destroy`); `*out` is written only on
@@ -429,6 +479,12 @@ edgellm_status edgellm_response_prompt_token_count(const struct edgellm_response
 edgellm_status edgellm_response_finish_reason(const struct edgellm_response *resp,
                                               size_t index,
                                               edgellm_finish_reason *reason);
+
+// Writes the number of output `index`'s prompt tokens whose keys and values came from the
+// prefix cache (a cached system prompt or an earlier request's prefix) to `*count`.
+edgellm_status edgellm_response_cached_prompt_tokens(const struct edgellm_response *resp,
+                                                     size_t index,
+                                                     size_t *count);
 
 // Writes output `index`'s time to first token in milliseconds to `*ms`.
 edgellm_status edgellm_response_ttft_ms(const struct edgellm_response *resp,
@@ -517,6 +573,59 @@ edgellm_status edgellm_runtime_layer_count(const struct edgellm_runtime *rt,
 // Captures the decode step as CUDA graphs so later decoding replays them. A runtime on the CPU
 // backend returns `EDGELLM_ERR_UNSUPPORTED`. Thread-safe.
 edgellm_status edgellm_runtime_capture_cuda_graph(const struct edgellm_runtime *rt);
+
+// Prefills `system_prompt` (NUL-terminated UTF-8) once and keeps its KV blocks in the prefix
+// cache, pinned: later requests whose templated prompt starts with the same tokens, with the
+// same adapter at scale 1, share those blocks without a copy and prefill only the rest. With a
+// chat template the cached part is what every `[system, user]` conversation with this system
+// prompt starts with; without one, the text itself. `lora_name` picks the adapter as a request
+// does (NULL: the runtime's default adapter; "": none). Writes the number of prompt tokens
+// cached (whole KV blocks) to `*cached_tokens` when it is not NULL. Thread-safe.
+edgellm_status edgellm_runtime_cache_system_prompt(const struct edgellm_runtime *rt,
+                                                   const char *system_prompt,
+                                                   const char *lora_name,
+                                                   size_t *cached_tokens);
+
+// Writes every cached prefix block to the file `path` (NUL-terminated UTF-8; replaced
+// atomically) and the number of blocks to `*blocks` when it is not NULL. The file is versioned
+// and records the model's fingerprint. Thread-safe.
+edgellm_status edgellm_runtime_save_prefix_cache(const struct edgellm_runtime *rt,
+                                                 const char *path,
+                                                 size_t *blocks);
+
+// Loads a prefix cache saved by `edgellm_runtime_save_prefix_cache` for this model and writes
+// the number of blocks added to `*blocks` when it is not NULL. A file for another model or cache
+// layout is refused with `EDGELLM_ERR_INVALID_ARGUMENT`, a corrupt or truncated one with
+// `EDGELLM_ERR_MODEL_FORMAT`; nothing is loaded from a refused file and the runtime stays
+// usable. Thread-safe.
+edgellm_status edgellm_runtime_load_prefix_cache(const struct edgellm_runtime *rt,
+                                                 const char *path,
+                                                 size_t *blocks);
+
+// Loads the PEFT LoRA adapter directory `path` (`adapter_config.json` and
+// `adapter_model.safetensors`, no conversion) under `name` (both NUL-terminated UTF-8),
+// replacing an adapter of that name. Every tensor is checked against the model's shapes: an
+// adapter made for another model fails with a message naming the tensor. Thread-safe; requests
+// already running keep the adapter they started with.
+edgellm_status edgellm_runtime_load_lora(const struct edgellm_runtime *rt,
+                                         const char *name,
+                                         const char *path);
+
+// Unloads adapter `name` and drops the prefixes cached with it; an unknown name is
+// `EDGELLM_ERR_NOT_FOUND`. If it was the default adapter, the default becomes none.
+// Thread-safe.
+edgellm_status edgellm_runtime_unload_lora(const struct edgellm_runtime *rt,
+                                           const char *name);
+
+// Makes adapter `name` the one used by requests that name none ("" = no adapter); an unknown
+// name is `EDGELLM_ERR_NOT_FOUND`. Thread-safe.
+edgellm_status edgellm_runtime_switch_lora(const struct edgellm_runtime *rt,
+                                           const char *name);
+
+// Fills `*metrics` (whose `struct_size` the caller set) with the runtime's memory by kind and
+// its counters. Thread-safe.
+edgellm_status edgellm_runtime_get_metrics(const struct edgellm_runtime *rt,
+                                           struct edgellm_runtime_metrics *metrics);
 
 // Returns a fixed, human-readable description of a status code.
 //

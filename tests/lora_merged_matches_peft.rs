@@ -14,8 +14,10 @@ mod common;
 use std::path::Path;
 
 use edgellm::backend::cpu::CpuBackend;
+use edgellm::kv_cache::BLOCK_TOKENS;
 use edgellm::lora::{merge_into, LoraAdapter};
-use edgellm::model::{open_source, LogitRows, Model, ModelSource};
+use edgellm::model::adapters::{BackendLora, LoraRef};
+use edgellm::model::{open_source, LogitRows, Model, ModelSource, SeqInput};
 use edgellm::tensor::{DType, TensorRef, WeightMap};
 use serde_json::Value;
 
@@ -65,11 +67,39 @@ fn logits(path: &Path, adapter_dir: Option<&Path>, scale: f32, ids: &[u32]) -> V
     };
     *weights = merged_weights(weights, ad.as_ref().map(|a| (a, scale)));
     let model = Model::load(CpuBackend::new(2, true).unwrap(), &source, cfg).unwrap();
-    let mut kv = model.new_kv(ids.len()).unwrap();
-    model
-        .forward(&mut kv, ids, 0, LogitRows::All)
-        .unwrap()
-        .concat()
+    let n_blocks = ids.len().div_ceil(BLOCK_TOKENS);
+    let mut kv = model.new_kv(n_blocks).unwrap();
+    let blocks: Vec<u32> = (0..n_blocks as u32).collect();
+    let seq = SeqInput { ids, pos0: 0, blocks: &blocks, prompt: true, logits: LogitRows::All, lora: None };
+    model.forward(&mut kv, &[seq]).unwrap().remove(0).concat()
+}
+
+/// Logits of every row of a mixed batch, in one forward pass with the adapters unmerged.
+fn batch_logits(path: &Path, rows: &[(Vec<u32>, Option<std::path::PathBuf>, f32)]) -> Vec<Vec<f32>> {
+    let (source, cfg) = open_source(path).unwrap();
+    let adapters: Vec<Option<BackendLora<CpuBackend>>> = Vec::new();
+    let model = Model::load(CpuBackend::new(2, true).unwrap(), &source, cfg.clone()).unwrap();
+    let mut adapters = adapters;
+    for (_, dir, _) in rows {
+        adapters.push(dir.as_ref().map(|d| BackendLora::place(&model.backend, &LoraAdapter::load(d, &cfg).unwrap(), cfg.n_layers).unwrap()));
+    }
+    let per = rows.iter().map(|r| r.0.len().div_ceil(BLOCK_TOKENS)).max().unwrap();
+    let mut kv = model.new_kv(per * rows.len()).unwrap();
+    let tables: Vec<Vec<u32>> = (0..rows.len()).map(|i| ((i * per) as u32..((i + 1) * per) as u32).collect()).collect();
+    let seqs: Vec<SeqInput<'_>> = rows
+        .iter()
+        .zip(&tables)
+        .zip(&adapters)
+        .map(|(((ids, _, scale), blocks), ad)| SeqInput {
+            ids,
+            pos0: 0,
+            blocks,
+            prompt: true,
+            logits: LogitRows::All,
+            lora: ad.as_ref().map(|a| LoraRef { adapter: a, scale: *scale }),
+        })
+        .collect();
+    model.forward(&mut kv, &seqs).unwrap().into_iter().map(|r| r.concat()).collect()
 }
 
 fn compare(what: &str, got: &[f32], want: &[f32]) -> f32 {
@@ -134,6 +164,39 @@ fn mixed_batch_rows_reproduce_peft_logits() {
                 &got,
                 &all[i * per_row..(i + 1) * per_row],
             );
+        }
+    }
+}
+
+/// The check: adapters applied unmerged in the batched forward, one pass mixing adapter
+/// `a`, no adapter and adapter `b` (PEFT's mixed batch), and `a` alone at scales 1 and 0.5.
+#[test]
+fn unmerged_adapters_in_one_batch_reproduce_peft_logits() {
+    let g = golden();
+    let dir = common::fixtures().join("lora");
+    let batch = &g["batch"];
+    let all = common::read_f32(&dir.join(batch["file"].as_str().unwrap()));
+    let rows: Vec<(Vec<u32>, Option<std::path::PathBuf>, f32)> = batch["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (common::json_ids(&r["prompt_ids"]), r["adapter"].as_str().map(|a| dir.join(a)), r["scale"].as_f64().unwrap() as f32))
+        .collect();
+    let per_row = all.len() / rows.len();
+    for model in ["tiny/llama/hf", "tiny/llama/model.gguf"] {
+        let path = common::fixtures().join(model);
+        let got = batch_logits(&path, &rows);
+        for (i, r) in got.iter().enumerate() {
+            let worst = compare(&format!("{model} unmerged batch row {i}"), r, &all[i * per_row..(i + 1) * per_row]);
+            eprintln!("{model} unmerged batch row {i}: max |ours - PEFT| = {worst:.2e}");
+        }
+        let ids = common::json_ids(&g["prompt_ids"]);
+        for case in g["cases"].as_array().unwrap() {
+            let Some(a) = case["adapter"].as_str() else { continue };
+            let scale = case["scale"].as_f64().unwrap() as f32;
+            let want = common::read_f32(&dir.join(case["file"].as_str().unwrap()));
+            let got = batch_logits(&path, &[(ids.clone(), Some(dir.join(a)), scale)]).remove(0);
+            compare(&format!("{model} unmerged {}", case["name"]), &got, &want);
         }
     }
 }

@@ -40,7 +40,7 @@ fn cached_equals_uncached(path: &std::path::Path, max: usize) {
     let cold: Vec<Vec<u32>> = USERS.iter().map(|u| fresh.handle_request(&chat(u, max), None).unwrap().remove(0).token_ids).collect();
     drop(fresh);
     let rt = Runtime::create(path, &params).unwrap();
-    let cached = rt.cache_system_prompt(SYSTEM, None).unwrap();
+    let cached = rt.cache_system_prompt(SYSTEM, None, None).unwrap();
     assert!(cached >= 2 * BLOCK_TOKENS, "only {cached} tokens of the system prompt were cached");
     for (u, want) in USERS.iter().zip(&cold) {
         let out = rt.handle_request(&chat(u, max), None).unwrap().remove(0);
@@ -82,7 +82,7 @@ fn repeated_prompt_reuses_its_own_prefix() {
 #[test]
 fn concurrent_requests_share_the_cached_system_prompt_without_copies() {
     let rt = Arc::new(tiny(RuntimeParams { max_batch: 8, ..Default::default() }));
-    let cached = rt.cache_system_prompt(SYSTEM, None).unwrap();
+    let cached = rt.cache_system_prompt(SYSTEM, None, None).unwrap();
     let shared_blocks = cached / BLOCK_TOKENS;
     assert_eq!(rt.metrics().kv_used_blocks, shared_blocks, "the cached prompt holds exactly its blocks");
     let max = 40;
@@ -121,7 +121,7 @@ fn prefix_cache_survives_save_and_load() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("system.kv");
     let rt = tiny(RuntimeParams::default());
-    let cached = rt.cache_system_prompt(SYSTEM, None).unwrap();
+    let cached = rt.cache_system_prompt(SYSTEM, None, None).unwrap();
     let want = rt.handle_request(&chat(USERS[1], 12), None).unwrap().remove(0).token_ids;
     let saved = rt.save_prefix_cache(&file).unwrap();
     assert!(saved >= cached / BLOCK_TOKENS);

@@ -43,6 +43,19 @@ pub struct AttnSeq<'a> {
     pub prompt: bool,
 }
 
+/// One LoRA update of a projection: `factor * B (A x)`.
+#[derive(Clone, Copy, Debug)]
+pub struct LoraUpdate<'a, V> {
+    /// `A`, row-major `rank x in`.
+    pub a: &'a V,
+    /// `B`, row-major `out x rank`.
+    pub b: &'a V,
+    /// Rank.
+    pub rank: usize,
+    /// Multiplier (request scale times the adapter's scaling).
+    pub factor: f32,
+}
+
 /// Compute backend: owns weights, activations and KV storage, and runs the ops on them.
 pub trait Backend: Send + Sync {
     /// A weight matrix `[rows, cols]` in its stored (possibly quantized) format.
@@ -104,6 +117,8 @@ pub trait Backend: Send + Sync {
         }
         Ok(())
     }
+    /// `out[r] += u.factor * B (A x[r])` for every row `r` in `rows`: a LoRA update.
+    fn lora_add(&self, x: &Self::Act, rows: Range<usize>, u: LoraUpdate<'_, Self::Vector>, out: &mut Self::Act) -> Result<()>;
     /// Adds `b` to every row of `x`.
     fn add_bias(&self, x: &mut Self::Act, b: &Self::Vector) -> Result<()>;
     /// `x += y` elementwise.

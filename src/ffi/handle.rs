@@ -166,6 +166,29 @@ pub(crate) fn read_versioned<T: Versioned>(ptr: *const T) -> Result<T, Failure> 
     Ok(value)
 }
 
+/// Writes a versioned output struct: only the first `struct_size` bytes the caller declared
+/// (a caller built against an older header gets the fields it knows; `struct_size` is kept).
+pub(crate) fn write_versioned<T: Versioned + Copy>(out: *mut T, value: T) -> Result<(), Failure> {
+    require_out(out, T::NAME)?;
+    // SAFETY: non-NULL (checked) and the header says the struct starts with `uint32_t struct_size`.
+    let size = unsafe { out.cast::<u32>().read_unaligned() } as usize;
+    if size < T::MIN_SIZE || size > std::mem::size_of::<T>() {
+        return Err(Failure::from(crate::Error::InvalidArgument(format!(
+            "{}.struct_size is {size}; set it to sizeof({}) (this library accepts {} to {})",
+            T::NAME,
+            T::NAME,
+            T::MIN_SIZE,
+            std::mem::size_of::<T>()
+        ))));
+    }
+    let bytes = std::ptr::addr_of!(value).cast::<u8>();
+    // SAFETY: `out` points to at least `size` writable bytes (the caller's struct of that size),
+    // `value` is a plain `repr(C)` struct of at least `size` bytes, and the two do not overlap.
+    // The first 4 bytes (struct_size) are left as the caller set them.
+    unsafe { std::ptr::copy_nonoverlapping(bytes.add(4), out.cast::<u8>().add(4), size - 4) };
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,3 +244,4 @@ mod tests {
         assert_eq!(str_with_len(std::ptr::null(), 1, "text").unwrap_err().status as u32, 2);
     }
 }
+

@@ -17,6 +17,7 @@ pub mod request;
 mod request_json;
 pub mod response;
 pub mod runtime;
+pub mod serving;
 pub mod status;
 pub mod tokenize;
 pub mod version;

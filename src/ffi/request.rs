@@ -326,6 +326,25 @@ pub extern "C" fn edgellm_request_add_stop(req: *mut edgellm_request, stop: *con
     })
 }
 
+/// Chooses the request's LoRA adapter by the name it was loaded under (NUL-terminated UTF-8,
+/// copied): NULL uses the runtime's default adapter (see `edgellm_runtime_switch_lora`), ""
+/// none. `scale` multiplies the adapter's trained scaling (1 = as trained; must be finite). A
+/// name that is not loaded is reported by `edgellm_runtime_handle_request`
+/// (`EDGELLM_ERR_NOT_FOUND`, naming it). Requests with different adapters run in one batch.
+#[no_mangle]
+pub extern "C" fn edgellm_request_set_lora(req: *mut edgellm_request, name: *const c_char, scale: f32) -> edgellm_status {
+    boundary("edgellm_request_set_lora", || {
+        let name = handle::opt_c_str(name, "name")?.map(str::to_string);
+        if !scale.is_finite() {
+            return Err(Error::InvalidArgument(format!("the LoRA scale {scale} is not finite")).into());
+        }
+        let data = handle::borrow_mut(req)?;
+        data.request.lora_name = name;
+        data.request.lora_scale = scale;
+        Ok(())
+    })
+}
+
 /// Keeps generating past end-of-generation tokens when `ignore` is true (default false).
 #[no_mangle]
 pub extern "C" fn edgellm_request_set_ignore_eos(req: *mut edgellm_request, ignore: bool) -> edgellm_status {
@@ -378,7 +397,7 @@ pub extern "C" fn edgellm_request_cancel(req: *const edgellm_request) -> edgellm
 /// `"token_ids"` (array of ids), and optionally `"max_generate_length"` (alias
 /// `"max_tokens"`), `"temperature"`, `"top_k"`, `"top_p"`, `"min_p"`, `"repetition_penalty"`,
 /// `"presence_penalty"`, `"frequency_penalty"`, `"seed"`, `"stop"` (array of strings),
-/// `"ignore_eos"`, `"apply_chat_template"` and `"template_style"`. Unknown fields are errors
+/// `"ignore_eos"`, `"apply_chat_template"`, `"template_style"`, `"lora_name"` and `"lora_scale"`. Unknown fields are errors
 /// (`EDGELLM_ERR_INVALID_ARGUMENT`, naming the field), so typos do not pass silently.
 ///
 /// The caller owns the request (free with `edgellm_request_destroy`); `*out` is written only on

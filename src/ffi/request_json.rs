@@ -33,6 +33,8 @@ struct Fields {
     ignore_eos: Option<bool>,
     apply_chat_template: Option<bool>,
     template_style: Option<String>,
+    lora_name: Option<String>,
+    lora_scale: Option<f32>,
 }
 
 impl Fields {
@@ -55,6 +57,8 @@ impl Fields {
             ignore_eos: entry.ignore_eos.or(self.ignore_eos),
             apply_chat_template: entry.apply_chat_template.or(self.apply_chat_template),
             template_style: entry.template_style.or(self.template_style),
+            lora_name: entry.lora_name.or(self.lora_name),
+            lora_scale: entry.lora_scale.or(self.lora_scale),
         }
     }
 
@@ -106,6 +110,13 @@ impl Fields {
             request.apply_chat_template = v;
         }
         request.template_style = self.template_style;
+        request.lora_name = self.lora_name;
+        if let Some(scale) = self.lora_scale {
+            if !scale.is_finite() {
+                return Err(invalid(format!("{what} has a non-finite \"lora_scale\"")));
+            }
+            request.lora_scale = scale;
+        }
         Ok(request)
     }
 }
@@ -242,6 +253,8 @@ fn first_difference(a: &GenerationRequest, b: &GenerationRequest) -> Option<&'st
         ("ignore_eos", a.ignore_eos == b.ignore_eos),
         ("apply_chat_template", a.apply_chat_template == b.apply_chat_template),
         ("template_style", a.template_style == b.template_style),
+        ("lora_name", a.lora_name == b.lora_name),
+        ("lora_scale", a.lora_scale == b.lora_scale),
         ("temperature", s.temperature == t.temperature),
         ("top_k", s.top_k == t.top_k),
         ("top_p", s.top_p == t.top_p),

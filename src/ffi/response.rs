@@ -53,6 +53,7 @@ pub(crate) struct Output {
     finish: edgellm_finish_reason,
     ttft_ms: f64,
     decode_tokens_per_s: f64,
+    cached_prompt_tokens: usize,
 }
 
 /// What an `edgellm_response` handle owns.
@@ -85,6 +86,7 @@ impl ResponseData {
                     finish: o.finish_reason.into(),
                     ttft_ms: o.ttft_ms,
                     decode_tokens_per_s: o.decode_tokens_per_s,
+                    cached_prompt_tokens: o.cached_prompt_tokens,
                 })
             })
             .collect::<Result<Vec<Output>, Failure>>()?;
@@ -180,6 +182,15 @@ pub extern "C" fn edgellm_response_finish_reason(
 ) -> edgellm_status {
     boundary("edgellm_response_finish_reason", || {
         handle::write(reason, output(resp, index)?.finish, "reason")
+    })
+}
+
+/// Writes the number of output `index`'s prompt tokens whose keys and values came from the
+/// prefix cache (a cached system prompt or an earlier request's prefix) to `*count`.
+#[no_mangle]
+pub extern "C" fn edgellm_response_cached_prompt_tokens(resp: *const edgellm_response, index: usize, count: *mut usize) -> edgellm_status {
+    boundary("edgellm_response_cached_prompt_tokens", || {
+        handle::write(count, output(resp, index)?.cached_prompt_tokens, "count")
     })
 }
 

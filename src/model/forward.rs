@@ -2,8 +2,10 @@
 //! graph with the switches of [`ModelConfig`] (biases, q/k norms, sandwich norms, activation,
 //! embedding scale, sliding windows, two RoPE bases).
 
+use super::adapters::{BackendLora, LoraRef};
 use super::config::ModelConfig;
 use super::weights::ModelWeights;
+use crate::lora::LoraModule;
 use crate::backend::{AttentionShape, AttnSeq, Backend};
 use crate::error::{Error, Result};
 use crate::kv_cache::{slot, BLOCK_TOKENS};
@@ -33,12 +35,38 @@ pub struct SeqInput<'a> {
     pub prompt: bool,
     /// Which of its rows produce logits.
     pub logits: LogitRows,
+    /// Its LoRA adapter and scale, if any.
+    pub lora: Option<LoraRef<'a>>,
+}
+
+/// A sequence's rows in a forward call and its adapter with the request's scale.
+type SeqLora<'a, B> = (std::ops::Range<usize>, Option<(&'a BackendLora<B>, f32)>);
+
+/// Adds every sequence's LoRA update of `module` in `layer` to `out` (`x` is the projection's
+/// input).
+fn apply_lora<B: Backend>(
+    b: &B,
+    loras: &[SeqLora<'_, B>],
+    layer: usize,
+    module: LoraModule,
+    x: &B::Act,
+    out: &mut B::Act,
+) -> Result<()> {
+    for (rows, lora) in loras {
+        if let Some(p) = lora.and_then(|(ad, scale)| ad.pair(layer, module).map(|p| (p, scale))) {
+            let (pair, scale) = p;
+            let factor = (scale as f64 * pair.scaling as f64) as f32;
+            let u = crate::backend::LoraUpdate { a: &pair.a, b: &pair.b, rank: pair.rank, factor };
+            b.lora_add(x, rows.clone(), u, out)?;
+        }
+    }
+    Ok(())
 }
 
 /// Runs every sequence's tokens through the model in one pass (their rows share every matrix
 /// product), storing their keys and values in their blocks of `kv`, and returns each sequence's
 /// requested logits rows.
-pub fn forward<B: Backend>(
+pub fn forward<B: Backend + 'static>(
     backend: &B,
     cfg: &ModelConfig,
     w: &ModelWeights<B>,
@@ -53,7 +81,12 @@ pub fn forward<B: Backend>(
     let mut positions = Vec::with_capacity(n);
     let mut slots = Vec::with_capacity(n);
     let mut attn = Vec::with_capacity(seqs.len());
+    let mut loras = Vec::new();
     for s in seqs {
+        if let Some(l) = s.lora {
+            let ad = l.adapter.downcast_ref::<BackendLora<B>>().ok_or_else(|| Error::Internal("an adapter of another backend".into()))?;
+            loras.push((ids.len()..ids.len() + s.ids.len(), Some((ad, l.scale))));
+        }
         let end = s.pos0 + s.ids.len();
         if s.blocks.len() * BLOCK_TOKENS < end {
             return Err(Error::Internal(format!("{} KV blocks cannot hold position {}", s.blocks.len(), end - 1)));
@@ -79,6 +112,11 @@ pub fn forward<B: Backend>(
         // Attention block.
         b.rms_norm(&x, &l.attn_norm, cfg.rms_eps, &mut xn)?;
         b.matmul_many(&xn, &[&l.wq, &l.wk, &l.wv], &mut [&mut q, &mut k, &mut v])?;
+        if !loras.is_empty() {
+            apply_lora(b, &loras, li, LoraModule::Q, &xn, &mut q)?;
+            apply_lora(b, &loras, li, LoraModule::K, &xn, &mut k)?;
+            apply_lora(b, &loras, li, LoraModule::V, &xn, &mut v)?;
+        }
         if let Some([bq, bk, bv]) = &l.qkv_bias {
             b.add_bias(&mut q, bq)?;
             b.add_bias(&mut k, bk)?;
@@ -102,6 +140,9 @@ pub fn forward<B: Backend>(
         };
         b.attention(&q, kv, li, &attn, shape, &mut att)?;
         b.matmul(&att, &l.wo, &mut proj)?;
+        if !loras.is_empty() {
+            apply_lora(b, &loras, li, LoraModule::O, &att, &mut proj)?;
+        }
         if let Some(pn) = &l.post_attn_norm {
             b.rms_norm_inplace(&mut proj, pn, cfg.rms_eps)?;
         }
@@ -109,8 +150,15 @@ pub fn forward<B: Backend>(
         // Feed-forward block.
         b.rms_norm(&x, &l.ffn_norm, cfg.rms_eps, &mut xn)?;
         b.matmul_many(&xn, &[&l.gate, &l.up], &mut [&mut gate, &mut up])?;
+        if !loras.is_empty() {
+            apply_lora(b, &loras, li, LoraModule::Gate, &xn, &mut gate)?;
+            apply_lora(b, &loras, li, LoraModule::Up, &xn, &mut up)?;
+        }
         b.gated_activation(&mut gate, &up, cfg.gelu)?;
         b.matmul(&gate, &l.down, &mut proj)?;
+        if !loras.is_empty() {
+            apply_lora(b, &loras, li, LoraModule::Down, &gate, &mut proj)?;
+        }
         if let Some(pn) = &l.post_ffw_norm {
             b.rms_norm_inplace(&mut proj, pn, cfg.rms_eps)?;
         }

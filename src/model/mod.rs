@@ -2,6 +2,7 @@
 //! and the forward pass (`forward`). A [`Model`] is opened from a GGUF file or a Hugging Face
 //! directory and runs on any [`Backend`].
 
+pub mod adapters;
 pub mod config;
 pub mod forward;
 pub mod names;
@@ -104,7 +105,10 @@ impl<B: Backend> Model<B> {
     }
 
     /// Runs a batch of sequences (see [`forward::forward`]), checking their token ids first.
-    pub fn forward(&self, kv: &mut B::Kv, seqs: &[SeqInput<'_>]) -> Result<Vec<Vec<Vec<f32>>>> {
+    pub fn forward(&self, kv: &mut B::Kv, seqs: &[SeqInput<'_>]) -> Result<Vec<Vec<Vec<f32>>>>
+    where
+        B: 'static,
+    {
         for s in seqs {
             if let Some(&bad) = s.ids.iter().find(|&&id| id as usize >= self.config.vocab) {
                 return Err(Error::InvalidArgument(format!("token id {bad} is outside the vocabulary of {}", self.config.vocab)));

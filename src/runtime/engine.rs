@@ -1,12 +1,15 @@
 //! Backend-erased model handle: the runtime drives batches through this trait and never names a
 //! backend type, so adding the CUDA backend touches only `create`.
 
+use std::any::Any;
 use std::ops::Range;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::scheduler::lock;
 use crate::backend::Backend;
 use crate::error::Result;
+use crate::lora::LoraAdapter;
+use crate::model::adapters::BackendLora;
 use crate::model::{Model, ModelConfig, SeqInput};
 
 /// A loaded model on some backend, with the paged KV storage all its sequences share.
@@ -23,6 +26,8 @@ pub(crate) trait Engine: Send + Sync {
     fn kv_read(&self, slots: Range<usize>) -> Result<Vec<u8>>;
     /// Writes rows read by [`Engine::kv_read`] back into rows `slots`.
     fn kv_write(&self, slots: Range<usize>, bytes: &[u8]) -> Result<()>;
+    /// Places a LoRA adapter on the backend, for [`crate::model::adapters::LoraRef`]s.
+    fn place_lora(&self, adapter: &LoraAdapter) -> Result<Arc<dyn Any + Send + Sync>>;
 }
 
 /// A model and its KV storage (one pass at a time uses it).
@@ -62,5 +67,9 @@ impl<B: Backend + 'static> Engine for ModelEngine<B> {
 
     fn kv_write(&self, slots: Range<usize>, bytes: &[u8]) -> Result<()> {
         self.model.backend.kv_write(&mut lock(&self.kv), slots, bytes)
+    }
+
+    fn place_lora(&self, adapter: &LoraAdapter) -> Result<Arc<dyn Any + Send + Sync>> {
+        Ok(Arc::new(BackendLora::place(&self.model.backend, adapter, self.model.config.n_layers)?))
     }
 }

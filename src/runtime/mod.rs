@@ -10,7 +10,7 @@ mod seq_gen;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 pub use request::{
@@ -114,6 +114,29 @@ struct Core {
     fingerprint: u64,
 }
 
+/// A loaded adapter.
+struct LoadedLora {
+    placed: Arc<dyn std::any::Any + Send + Sync>,
+    identity: u64,
+    bytes: usize,
+    /// Prefix-cache keys used with it (one per scale), purged when it is unloaded.
+    keys: std::collections::HashSet<u64>,
+}
+
+/// The runtime's adapters and the default one.
+#[derive(Default)]
+struct Loras {
+    by_name: std::collections::HashMap<String, LoadedLora>,
+    default: String,
+}
+
+/// Prefix-cache key of an adapter used at a scale (never 0, which means no adapter).
+fn adapter_key(identity: u64, scale: f32) -> u64 {
+    let mut bytes = identity.to_le_bytes().to_vec();
+    bytes.extend_from_slice(&scale.to_bits().to_le_bytes());
+    kv_file::fnv1a(&bytes, kv_file::FNV_START).max(1)
+}
+
 /// Counters and memory figures of a runtime (see [`Runtime::metrics`]).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RuntimeMetrics {
@@ -145,12 +168,15 @@ pub struct RuntimeMetrics {
     pub steps: u64,
     /// Mean number of sequences per step.
     pub mean_batch: f64,
+    /// Bytes of loaded LoRA adapters.
+    pub lora_bytes: u64,
 }
 
 /// A loaded model ready to serve requests. `Send + Sync`: requests from several threads are
 /// batched together by the runtime's scheduler thread (continuous batching).
 pub struct Runtime {
     core: Arc<Core>,
+    loras: RwLock<Loras>,
     template: Option<ChatTemplate>,
     info: ModelInfo,
     params: RuntimeParams,
@@ -254,7 +280,7 @@ impl Runtime {
             .name("edgellm-scheduler".into())
             .spawn(move || scheduler::serve(worker.engine.as_ref(), &worker.vocab, &worker.shared, worker.limits))
             .map_err(|e| Error::Backend(format!("cannot start the scheduler thread: {e}")))?;
-        Ok(Runtime { core, template, info, params: params.clone(), scheduler: Some(scheduler) })
+        Ok(Runtime { core, loras: RwLock::default(), template, info, params: params.clone(), scheduler: Some(scheduler) })
     }
 
     /// Facts about the loaded model.
@@ -293,6 +319,7 @@ impl Runtime {
         }
         // Checked up front, so a bad setting fails the request before anything runs.
         crate::sampling::Sampler::new(&sampling)?;
+        let (lora, adapter_key) = self.resolve_lora(request.lora_name.as_deref(), request.lora_scale)?;
         let (tx, rx) = mpsc::channel();
         let mut seqs = Vec::with_capacity(request.prompts.len());
         let mut streamed = Vec::with_capacity(request.prompts.len());
@@ -325,6 +352,8 @@ impl Runtime {
                 started,
                 events: tx.clone(),
                 streamed: stream.is_some().then(|| Arc::new(AtomicUsize::new(0))),
+                lora: lora.clone(),
+                adapter_key,
             });
             streamed.push(seqs[i].streamed.clone());
         }
@@ -374,7 +403,12 @@ impl Runtime {
     /// and prefill only the rest. With a chat template, the prefix is the part of
     /// `[system, user]` conversations that does not depend on the user's message; without one,
     /// the text itself. Returns the number of prompt tokens now cached (whole blocks).
-    pub fn cache_system_prompt(&self, system_prompt: &str, style: Option<&str>) -> Result<usize> {
+    /// `lora_name` picks the adapter the prompt is computed with (as in a request: `None` is
+    /// the default adapter, `Some("")` none); only requests with the same adapter and scale 1
+    /// share the blocks.
+    pub fn cache_system_prompt(&self, system_prompt: &str, lora_name: Option<&str>, style: Option<&str>) -> Result<usize> {
+        let (lora, key) = self.resolve_lora(lora_name, 1.0)?;
+        let lora_ref = lora.as_ref().map(|(a, scale)| crate::model::adapters::LoraRef { adapter: a.as_ref(), scale: *scale });
         let ids = self.system_prefix(system_prompt, style)?;
         if ids.len() < BLOCK_TOKENS {
             return Ok(0);
@@ -386,7 +420,7 @@ impl Runtime {
         let matched = {
             let mut kv = lock(&self.core.shared.kv);
             let scheduler::KvState { alloc, prefix } = &mut *kv;
-            prefix.lookup(alloc, 0, ids, whole / BLOCK_TOKENS)
+            prefix.lookup(alloc, key, ids, whole / BLOCK_TOKENS)
         };
         let done = matched.len() * BLOCK_TOKENS;
         let result = (|| {
@@ -394,11 +428,11 @@ impl Runtime {
                 let fresh = self.take_blocks(blocks_for(whole) - matched.len())?;
                 let mut blocks = matched.clone();
                 blocks.extend_from_slice(&fresh);
-                let run = self.prefill(ids, done, &blocks);
+                let run = self.prefill(ids, done, &blocks, lora_ref);
                 let mut kv = lock(&self.core.shared.kv);
                 if run.is_ok() {
                     let scheduler::KvState { alloc, prefix } = &mut *kv;
-                    prefix.insert(alloc, 0, ids, &blocks);
+                    prefix.insert(alloc, key, ids, &blocks);
                 }
                 kv.release(&fresh);
                 run?;
@@ -408,7 +442,7 @@ impl Runtime {
         let mut kv = lock(&self.core.shared.kv);
         kv.release(&matched);
         result?;
-        Ok(kv.prefix.pin(0, ids) * BLOCK_TOKENS)
+        Ok(kv.prefix.pin(key, ids) * BLOCK_TOKENS)
     }
 
     /// The token ids every chat with this system prompt starts with.
@@ -430,6 +464,86 @@ impl Runtime {
         }
     }
 
+    /// The adapter a request names (see [`GenerationRequest::lora_name`]) and its prefix-cache
+    /// key; an unknown name is `NotFound`, naming it and the loaded ones.
+    #[allow(clippy::type_complexity)]
+    fn resolve_lora(&self, name: Option<&str>, scale: f32) -> Result<(Option<(Arc<dyn std::any::Any + Send + Sync>, f32)>, u64)> {
+        if !scale.is_finite() {
+            return Err(Error::InvalidArgument(format!("the LoRA scale {scale} is not finite")));
+        }
+        let mut loras = self.loras.write().unwrap_or_else(|p| p.into_inner());
+        let name = name.map(str::to_string).unwrap_or_else(|| loras.default.clone());
+        if name.is_empty() {
+            return Ok((None, 0));
+        }
+        let known = loras.by_name.keys().cloned().collect::<Vec<_>>().join(", ");
+        let l = loras
+            .by_name
+            .get_mut(&name)
+            .ok_or_else(|| Error::NotFound(format!("no LoRA adapter named {name:?} is loaded (loaded: [{known}])")))?;
+        let key = adapter_key(l.identity, scale);
+        l.keys.insert(key);
+        Ok((Some((Arc::clone(&l.placed), scale)), key))
+    }
+
+    /// Loads the PEFT adapter directory `dir` (`adapter_config.json` and
+    /// `adapter_model.safetensors`) under `name`, checking every tensor against the model's
+    /// shapes; a name already in use is replaced. Requests name it (or it becomes the default
+    /// through [`Runtime::switch_lora`]); running requests keep the adapter they started with.
+    pub fn load_lora(&self, name: &str, dir: &Path) -> Result<()> {
+        if name.is_empty() {
+            return Err(Error::InvalidArgument("an adapter name must not be empty (\"\" means no adapter)".into()));
+        }
+        let adapter = crate::lora::LoraAdapter::load(dir, self.core.engine.config())?;
+        let placed = self.core.engine.place_lora(&adapter)?;
+        let loaded = LoadedLora { placed, identity: adapter.identity(), bytes: adapter.bytes(), keys: Default::default() };
+        let old = self.loras.write().unwrap_or_else(|p| p.into_inner()).by_name.insert(name.to_string(), loaded);
+        if let Some(old) = old {
+            self.purge_prefixes(&old);
+        }
+        Ok(())
+    }
+
+    /// Unloads adapter `name` (requests already running with it finish with it) and drops the
+    /// prefixes cached with it; the default adapter goes back to none if it was this one.
+    pub fn unload_lora(&self, name: &str) -> Result<()> {
+        let old = {
+            let mut loras = self.loras.write().unwrap_or_else(|p| p.into_inner());
+            let old = loras.by_name.remove(name).ok_or_else(|| Error::NotFound(format!("no LoRA adapter named {name:?} is loaded")))?;
+            if loras.default == name {
+                loras.default.clear();
+            }
+            old
+        };
+        self.purge_prefixes(&old);
+        Ok(())
+    }
+
+    fn purge_prefixes(&self, l: &LoadedLora) {
+        let mut kv = lock(&self.core.shared.kv);
+        let scheduler::KvState { alloc, prefix } = &mut *kv;
+        for &k in &l.keys {
+            prefix.remove_adapter(alloc, k);
+        }
+    }
+
+    /// Makes `name` the adapter of requests that do not name one; `""` means none.
+    pub fn switch_lora(&self, name: &str) -> Result<()> {
+        let mut loras = self.loras.write().unwrap_or_else(|p| p.into_inner());
+        if !name.is_empty() && !loras.by_name.contains_key(name) {
+            return Err(Error::NotFound(format!("no LoRA adapter named {name:?} is loaded")));
+        }
+        loras.default = name.to_string();
+        Ok(())
+    }
+
+    /// Names of the loaded adapters, sorted.
+    pub fn lora_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.loras.read().unwrap_or_else(|p| p.into_inner()).by_name.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
     /// Takes `n` KV blocks for a direct computation, evicting cached prefixes as needed.
     fn take_blocks(&self, n: usize) -> Result<Vec<u32>> {
         lock(&self.core.shared.kv).take(n).ok_or_else(|| {
@@ -439,13 +553,13 @@ impl Runtime {
 
     /// Runs prompt tokens `ids[from..]` of a sequence whose blocks are `blocks`, in chunks;
     /// returns the logits of its last position.
-    fn prefill(&self, ids: &[u32], from: usize, blocks: &[u32]) -> Result<Vec<f32>> {
+    fn prefill(&self, ids: &[u32], from: usize, blocks: &[u32], lora: Option<crate::model::adapters::LoraRef<'_>>) -> Result<Vec<f32>> {
         let mut last = Vec::new();
         let mut pos = from;
         while pos < ids.len() {
             let end = (pos + PREFILL_CHUNK).min(ids.len());
             let logits = if end == ids.len() { LogitRows::Last } else { LogitRows::None };
-            let seq = SeqInput { ids: &ids[pos..end], pos0: pos, blocks, prompt: true, logits };
+            let seq = SeqInput { ids: &ids[pos..end], pos0: pos, blocks, prompt: true, logits, lora };
             last = self.core.engine.forward(std::slice::from_ref(&seq))?.pop().unwrap_or_default().pop().unwrap_or_default();
             pos = end;
         }
@@ -544,6 +658,7 @@ impl Runtime {
             cache_lookups: get(&st.cache_lookups),
             steps,
             mean_batch: if steps > 0 { get(&st.step_sequences) as f64 / steps as f64 } else { 0.0 },
+            lora_bytes: self.loras.read().unwrap_or_else(|p| p.into_inner()).by_name.values().map(|l| l.bytes as u64).sum(),
         }
     }
 
@@ -576,7 +691,7 @@ impl Runtime {
             let chunks = ids.len().div_ceil(chunk);
             for (c, part) in ids.chunks(chunk).enumerate() {
                 let want = if c + 1 == chunks && rows == LogitRows::None { LogitRows::Last } else { rows };
-                let seq = SeqInput { ids: part, pos0: c * chunk, blocks: &blocks, prompt: true, logits: want };
+                let seq = SeqInput { ids: part, pos0: c * chunk, blocks: &blocks, prompt: true, logits: want, lora: None };
                 let out = self.core.engine.forward(std::slice::from_ref(&seq))?.pop().unwrap_or_default();
                 each(c * chunk, out);
             }

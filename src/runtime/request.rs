@@ -77,6 +77,11 @@ pub struct GenerationRequest {
     pub ignore_eos: bool,
     /// Set from any thread to stop the request early; it then finishes with `Cancelled`.
     pub cancel: CancelToken,
+    /// LoRA adapter by the name it was loaded under: `None` uses the runtime's default adapter
+    /// (see `Runtime::switch_lora`), `Some("")` none.
+    pub lora_name: Option<String>,
+    /// Multiplies the adapter's trained scaling (`lora_alpha / r`); 1 uses it as trained.
+    pub lora_scale: f32,
 }
 
 /// A shared flag that cancels a running request when set (cheap to clone; clones share it).
@@ -112,6 +117,8 @@ impl Default for GenerationRequest {
             stop: Vec::new(),
             ignore_eos: false,
             cancel: CancelToken::default(),
+            lora_name: None,
+            lora_scale: 1.0,
         }
     }
 }

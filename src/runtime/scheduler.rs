@@ -18,6 +18,7 @@ use super::request::{CancelToken, FinishReason, GenerationOutput, SamplingParams
 use super::seq_gen::{SeqGen, Step};
 use crate::error::{Error, Result};
 use crate::kv_cache::{blocks_for, BlockAllocator, PrefixCache, BLOCK_TOKENS};
+use crate::model::adapters::LoraRef;
 use crate::model::{LogitRows, SeqInput};
 use crate::vocab::Vocab;
 
@@ -54,6 +55,17 @@ pub(crate) struct SeqRequest {
     /// that cancels stops generation before another token is made (other sequences do not
     /// wait for it).
     pub streamed: Option<Arc<AtomicUsize>>,
+    /// Its LoRA adapter (placed on the backend) and scale, if any.
+    pub lora: Option<(Arc<dyn std::any::Any + Send + Sync>, f32)>,
+    /// Prefix-cache key of the adapter and scale (0: none): keys and values computed with
+    /// another adapter are never shared.
+    pub adapter_key: u64,
+}
+
+impl SeqRequest {
+    fn lora_ref(&self) -> Option<LoraRef<'_>> {
+        self.lora.as_ref().map(|(a, scale)| LoraRef { adapter: a.as_ref(), scale: *scale })
+    }
 }
 
 /// What the scheduler tells a request's thread.
@@ -295,7 +307,7 @@ fn admit<'v>(vocab: &'v Vocab, shared: &Shared, lim: Limits, waiting: &mut VecDe
         let mut kv = lock(&shared.kv);
         let KvState { alloc, prefix } = &mut *kv;
         // Whole cached blocks, leaving at least one prompt token to compute the first logits from.
-        let matched = prefix.lookup(alloc, 0, &req.prompt, (n - 1) / BLOCK_TOKENS);
+        let matched = prefix.lookup(alloc, req.adapter_key, &req.prompt, (n - 1) / BLOCK_TOKENS);
         let need = blocks_needed(n, req.max_generate_length, lim.context).saturating_sub(matched.len());
         let Some(fresh) = kv.take(need) else {
             kv.release(&matched);
@@ -366,9 +378,11 @@ fn step(engine: &dyn Engine, shared: &Shared, lim: Limits, running: &mut Vec<Act
                 blocks: &a.blocks,
                 prompt: true,
                 logits: if last { LogitRows::Last } else { LogitRows::None },
+                lora: a.req.lora_ref(),
             });
         } else {
-            inputs.push(SeqInput { ids: &a.tokens[a.fed..a.fed + 1], pos0: a.fed, blocks: &a.blocks, prompt: false, logits: LogitRows::Last });
+            let ids = &a.tokens[a.fed..a.fed + 1];
+            inputs.push(SeqInput { ids, pos0: a.fed, blocks: &a.blocks, prompt: false, logits: LogitRows::Last, lora: a.req.lora_ref() });
         }
         members.push(i);
     }
@@ -400,7 +414,7 @@ fn step(engine: &dyn Engine, shared: &Shared, lim: Limits, running: &mut Vec<Act
             // The prompt is read: make its whole blocks findable by later prompts right away.
             let mut kv = lock(&shared.kv);
             let KvState { alloc, prefix } = &mut *kv;
-            prefix.insert(alloc, 0, &a.tokens[..a.fed], &a.blocks);
+            prefix.insert(alloc, a.req.adapter_key, &a.tokens[..a.fed], &a.blocks);
         }
         let Some(logits) = rows.last_mut() else { continue };
         match a.gen.on_logits(&a.req, logits, a.fed, lim.context) {
@@ -440,7 +454,7 @@ fn finish(shared: &Shared, mut a: Active<'_>, step: Result<Step>) {
             {
                 let mut kv = lock(&shared.kv);
                 let KvState { alloc, prefix } = &mut *kv;
-                prefix.insert(alloc, 0, &a.tokens[..a.fed], &a.blocks);
+                prefix.insert(alloc, a.req.adapter_key, &a.tokens[..a.fed], &a.blocks);
             }
             release(shared, &a);
             send_done(&a.req, Ok(a.gen.out));

@@ -478,9 +478,85 @@ static void test_generation(const char *tiny_model, const int32_t *prompt, size_
     edgellm_runtime_destroy(rt);
 }
 
+/* Cached system prompt, prefix cache on disk, LoRA by name, metrics. */
+static void test_serving(const char *model, const char *lora_dir) {
+    edgellm_runtime *rt = NULL;
+    CHECK_STATUS(edgellm_runtime_create(model, NULL, &rt), EDGELLM_OK);
+    const char *system = "You are a careful assistant for the little robot of the river bank. "
+                         "Answer in short sentences and always count the stones you see.";
+    size_t cached = 0;
+    CHECK_STATUS(edgellm_runtime_cache_system_prompt(rt, system, NULL, &cached), EDGELLM_OK);
+    CHECK(cached >= 16);
+    CHECK_STATUS(edgellm_runtime_cache_system_prompt(rt, NULL, NULL, NULL), EDGELLM_ERR_NULL_POINTER);
+
+    edgellm_request *req = NULL;
+    edgellm_response *resp = NULL;
+    edgellm_message msgs[2] = {{"system", system}, {"user", "How many stones?"}};
+    CHECK_STATUS(edgellm_request_create(&req), EDGELLM_OK);
+    CHECK_STATUS(edgellm_request_add_prompt_messages(req, msgs, 2, NULL), EDGELLM_OK);
+    CHECK_STATUS(edgellm_request_set_max_generate_length(req, 4), EDGELLM_OK);
+    CHECK_STATUS(edgellm_runtime_handle_request(rt, req, &resp), EDGELLM_OK);
+    size_t reused = 0;
+    CHECK_STATUS(edgellm_response_cached_prompt_tokens(resp, 0, &reused), EDGELLM_OK);
+    CHECK(reused >= cached);
+    edgellm_response_destroy(resp);
+
+    /* Metrics: a caller-sized struct. */
+    edgellm_runtime_metrics m;
+    memset(&m, 0, sizeof m);
+    m.struct_size = sizeof m;
+    CHECK_STATUS(edgellm_runtime_get_metrics(rt, &m), EDGELLM_OK);
+    CHECK(m.kv_total_blocks > 0 && m.kv_cached_blocks >= cached / 16 && m.cache_hits == 1);
+    CHECK(m.weight_bytes > 0 && m.sequences == 1 && m.struct_size == sizeof m);
+    m.struct_size = 2;
+    CHECK_STATUS(edgellm_runtime_get_metrics(rt, &m), EDGELLM_ERR_INVALID_ARGUMENT);
+
+    /* The prefix cache survives a save and load; a corrupt file is refused. */
+    char path[512];
+    const char *tmp = getenv("TMPDIR");
+    snprintf(path, sizeof path, "%s/edgellm_c_api_%p.kv", tmp ? tmp : "/tmp", (void *)&m);
+    size_t blocks = 0, loaded = 0;
+    CHECK_STATUS(edgellm_runtime_save_prefix_cache(rt, path, &blocks), EDGELLM_OK);
+    CHECK(blocks >= cached / 16);
+    edgellm_runtime *rt2 = NULL;
+    CHECK_STATUS(edgellm_runtime_create(model, NULL, &rt2), EDGELLM_OK);
+    CHECK_STATUS(edgellm_runtime_load_prefix_cache(rt2, path, &loaded), EDGELLM_OK);
+    CHECK(loaded == blocks);
+    FILE *f = fopen(path, "r+b");
+    if (f) {
+        fseek(f, 40, SEEK_SET);
+        fputc(0x5a, f);
+        fclose(f);
+    }
+    CHECK_STATUS(edgellm_runtime_load_prefix_cache(rt2, path, NULL), EDGELLM_ERR_MODEL_FORMAT);
+    CHECK(contains(edgellm_last_error(), "checksum"));
+    remove(path);
+    edgellm_runtime_destroy(rt2);
+
+    /* LoRA by name; unknown names are clear errors. */
+    char adapter[512];
+    snprintf(adapter, sizeof adapter, "%s/a", lora_dir);
+    CHECK_STATUS(edgellm_runtime_load_lora(rt, "a", adapter), EDGELLM_OK);
+    snprintf(adapter, sizeof adapter, "%s/wrong_shape", lora_dir);
+    CHECK_STATUS(edgellm_runtime_load_lora(rt, "w", adapter), EDGELLM_ERR_INVALID_ARGUMENT);
+    CHECK(contains(edgellm_last_error(), "lora_A"));
+    CHECK_STATUS(edgellm_request_set_lora(req, "missing", 1.0f), EDGELLM_OK);
+    CHECK_STATUS(edgellm_runtime_handle_request(rt, req, &resp), EDGELLM_ERR_NOT_FOUND);
+    CHECK(contains(edgellm_last_error(), "missing"));
+    CHECK_STATUS(edgellm_request_set_lora(req, "a", 0.5f), EDGELLM_OK);
+    CHECK_STATUS(edgellm_runtime_handle_request(rt, req, &resp), EDGELLM_OK);
+    edgellm_response_destroy(resp);
+    CHECK_STATUS(edgellm_runtime_switch_lora(rt, "a"), EDGELLM_OK);
+    CHECK_STATUS(edgellm_runtime_switch_lora(rt, "nope"), EDGELLM_ERR_NOT_FOUND);
+    CHECK_STATUS(edgellm_runtime_unload_lora(rt, "a"), EDGELLM_OK);
+    CHECK_STATUS(edgellm_runtime_unload_lora(rt, "a"), EDGELLM_ERR_NOT_FOUND);
+    edgellm_request_destroy(req);
+    edgellm_runtime_destroy(rt);
+}
+
 int main(int argc, char **argv) {
-    if (argc != 4) {
-        fprintf(stderr, "usage: %s TINY_MODEL PROMPT_IDS GREEDY_IDS\n", argv[0]);
+    if (argc != 5) {
+        fprintf(stderr, "usage: %s TINY_MODEL PROMPT_IDS GREEDY_IDS LORA_FIXTURE_DIR\n", argv[0]);
         return 2;
     }
     int32_t prompt[256], greedy[256];
@@ -496,6 +572,7 @@ int main(int argc, char **argv) {
     test_log_callback();
     test_bad_model_files(argv[1]);
     test_generation(argv[1], prompt, n_prompt, greedy, n_greedy);
+    test_serving(argv[1], argv[4]);
     printf("%d passed, %d failed\n", g_passed, g_failed);
     return g_failed == 0 ? 0 : 1;
 }

@@ -14,7 +14,7 @@ mod packed;
 
 use std::sync::Arc;
 
-use super::{AttentionShape, AttnSeq, Backend};
+use super::{AttentionShape, AttnSeq, Backend, LoraUpdate};
 use crate::error::{Error, Result};
 use crate::ffi::pool::Pool;
 use crate::ffi::simd::{self, KernelSet};
@@ -257,6 +257,35 @@ impl Backend for CpuBackend {
                 Ok(())
             }
         }
+    }
+
+    fn lora_add(&self, x: &CpuAct, rows: std::ops::Range<usize>, u: LoraUpdate<'_, Vec<f32>>, out: &mut CpuAct) -> Result<()> {
+        let LoraUpdate { a, b, rank, factor } = u;
+        let (cin, cout) = (x.cols, out.cols);
+        if rows.end > x.rows || x.rows != out.rows || a.len() != rank * cin || b.len() != cout * rank || rank == 0 {
+            return Err(shape_err("lora_add", format!("rows {rows:?} of {}x{cin} -> {}x{cout}, rank {rank}", x.rows, out.rows)));
+        }
+        let r0 = rows.start;
+        let x = &x.data;
+        let k = self.kernels;
+        self.pool.chunks_mut(&mut out.data[rows.start * cout..rows.end * cout], cout, |i, o| {
+            let xr = &x[(r0 + i) * cin..(r0 + i + 1) * cin];
+            let mut t = [0f32; 64];
+            let mut big = Vec::new();
+            let t: &mut [f32] = if rank <= 64 {
+                &mut t[..rank]
+            } else {
+                big.resize(rank, 0.0);
+                &mut big
+            };
+            for (j, tj) in t.iter_mut().enumerate() {
+                *tj = factor * simd::float::dot_f32(k, xr, &a[j * cin..(j + 1) * cin]);
+            }
+            for (ov, brow) in o.iter_mut().zip(b.chunks_exact(rank)) {
+                *ov += simd::float::dot_f32(k, t, brow);
+            }
+        });
+        Ok(())
     }
 
     fn add_bias(&self, x: &mut CpuAct, b: &Vec<f32>) -> Result<()> {
