@@ -15,6 +15,7 @@ use std::time::Instant;
 
 pub use request::{
     CancelToken, FinishReason, GenerationOutput, GenerationRequest, Message, PromptInput, SamplingParams, StreamEvent, StreamFn,
+    TokenLogprobs, MAX_LOGPROBS,
 };
 
 use crate::backend::cpu::CpuBackend;
@@ -320,6 +321,13 @@ impl Runtime {
         // Checked up front, so a bad setting fails the request before anything runs.
         crate::sampling::Sampler::new(&sampling)?;
         let (lora, adapter_key) = self.resolve_lora(request.lora_name.as_deref(), request.lora_scale)?;
+        if request.logprobs > request::MAX_LOGPROBS {
+            return Err(Error::InvalidArgument(format!(
+                "{} log-probabilities per token were asked for; at most {} are given",
+                request.logprobs,
+                request::MAX_LOGPROBS
+            )));
+        }
         let (tx, rx) = mpsc::channel();
         let mut seqs = Vec::with_capacity(request.prompts.len());
         let mut streamed = Vec::with_capacity(request.prompts.len());
@@ -348,6 +356,7 @@ impl Runtime {
                 max_generate_length: request.max_generate_length,
                 stop: request.stop.clone(),
                 ignore_eos: request.ignore_eos,
+                logprobs: request.logprobs,
                 cancel: request.cancel.clone(),
                 started,
                 events: tx.clone(),
