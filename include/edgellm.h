@@ -276,6 +276,8 @@ typedef struct edgellm_runtime_metrics {
     uint64_t steps;
     // Mean number of sequences per step (continuous batching at work).
     double mean_batch;
+    // Bytes of activation buffers the largest step allocates.
+    uint64_t scratch_bytes;
 } edgellm_runtime_metrics;
 
 #ifdef __cplusplus

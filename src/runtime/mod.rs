@@ -101,6 +101,9 @@ pub struct ModelInfo {
     pub kv_block_tokens: usize,
     /// Bytes reserved for the KV cache (touched only as blocks are used).
     pub kv_bytes: u64,
+    /// Bytes of activation buffers the largest step allocates (a full prefill chunk beside a
+    /// full batch of generating sequences).
+    pub scratch_bytes: u64,
     /// Count of tensors per element type, e.g. `("Q4_1", 210)`.
     pub tensor_types: Vec<(String, usize)>,
 }
@@ -171,6 +174,8 @@ pub struct RuntimeMetrics {
     pub mean_batch: f64,
     /// Bytes of loaded LoRA adapters.
     pub lora_bytes: u64,
+    /// Bytes of activation buffers the largest step allocates.
+    pub scratch_bytes: u64,
 }
 
 /// A loaded model ready to serve requests. `Send + Sync`: requests from several threads are
@@ -271,6 +276,7 @@ impl Runtime {
             kv_blocks: plan.n_blocks,
             kv_block_tokens: plan.block_tokens,
             kv_bytes: plan.bytes(),
+            scratch_bytes: crate::model::forward::scratch_bytes(&config, PREFILL_CHUNK + params.max_batch, params.max_batch + 1),
             tensor_types: tensor_types.into_iter().collect(),
         };
         let engine = Box::new(ModelEngine::new(model, plan.n_blocks)?);
@@ -667,6 +673,7 @@ impl Runtime {
             cache_lookups: get(&st.cache_lookups),
             steps,
             mean_batch: if steps > 0 { get(&st.step_sequences) as f64 / steps as f64 } else { 0.0 },
+            scratch_bytes: self.info.scratch_bytes,
             lora_bytes: self.loras.read().unwrap_or_else(|p| p.into_inner()).by_name.values().map(|l| l.bytes as u64).sum(),
         }
     }
