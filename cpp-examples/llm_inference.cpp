@@ -386,6 +386,7 @@ struct Run {
     std::optional<size_t> loaded_blocks, saved_blocks;
     std::string mode;
     size_t jobs = 1;
+    uint32_t max_batch = 0;  // of the runtime's parameters
 };
 
 // Caches every distinct (system prompt, adapter) in `wanted`; failures are recorded, not fatal.
@@ -704,6 +705,7 @@ std::string profile_json(const Options& o, const edgellm::Runtime& rt, const Run
                          const edgellm_runtime_metrics& m) {
     std::string s = "{\n  \"model\": " + quote(o.model) + ",\n  \"architecture\": " + quote(rt.architecture()) +
                     ",\n  \"mode\": " + quote(run.mode) + ",\n  \"jobs\": " + std::to_string(run.jobs) +
+                    ",\n  \"max_batch\": " + std::to_string(run.max_batch) +
                     ",\n  \"load_ms\": " + json_number(load_ms) + ",\n  \"total_ms\": " + json_number(total_ms) +
                     ",\n  \"requests\": [";
     size_t ok = 0, output_tokens = 0;
@@ -782,6 +784,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "loaded %s (%s) in %.0f ms\n", o.model.c_str(), rt.architecture().c_str(), load_ms);
 
     Run run;
+    run.max_batch = params.max_batch;
     if (!o.load_prefix_cache.empty()) {
         auto blocks = rt.load_prefix_cache(o.load_prefix_cache);
         if (!blocks) return fail(("loading the prefix cache " + o.load_prefix_cache).c_str(), blocks.status());
