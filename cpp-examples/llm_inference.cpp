@@ -135,10 +135,12 @@ bool parse_number(const char* s, T& out) {
     return errno == 0 && end != s && *end == '\0';
 }
 
+// True when `s` ends with `suffix`.
 bool ends_with(const std::string& s, const std::string& suffix) {
     return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
+// Adds the adapter of a `--lora NAME=DIR` value to `o.loras`; false when it is malformed.
 bool parse_lora(const char* v, Options& o) {
     std::string s = v;
     size_t eq = s.find('=');
@@ -147,6 +149,7 @@ bool parse_lora(const char* v, Options& o) {
     return true;
 }
 
+// Reads the command line into `o`; false (after a message) on bad or conflicting options.
 bool parse_args(int argc, char** argv, Options& o) {
     for (int i = 1; i < argc; i++) {
         std::string a = argv[i];
@@ -209,6 +212,7 @@ bool parse_args(int argc, char** argv, Options& o) {
     return true;
 }
 
+// A JSON number with three decimals, or null when `v` is not finite.
 std::string json_number(double v) {
     if (!std::isfinite(v)) return "null";
     char buf[64];
@@ -216,6 +220,7 @@ std::string json_number(double v) {
     return buf;
 }
 
+// A JSON string, or null for nullopt.
 std::string json_opt_string(const std::optional<std::string>& s) { return s ? quote(*s) : "null"; }
 
 // Output `i` of a response as one entry of the output file's "responses" array.
@@ -239,6 +244,7 @@ std::string error_json(const std::string& message, const std::string& status, si
            std::to_string(batch) + "}";
 }
 
+// Reads the whole file at `path` into `out`; false when it cannot be read.
 bool read_file(const std::string& path, std::string& out) {
     std::ifstream f(path, std::ios::binary);
     if (!f) return false;
@@ -255,16 +261,19 @@ std::string dir_of(const std::string& path) {
     return slash == 0 ? "/" : path.substr(0, slash);
 }
 
+// `path` relative to `base_dir` unless it is absolute.
 std::string resolve(const std::string& base_dir, const std::string& path) {
     if (path.empty() || path[0] == '/') return path;
     return base_dir + "/" + path;
 }
 
+// Reports a failed library call on stderr; returns the exit status 1.
 int fail(const char* what, const edgellm::Status& st) {
     std::fprintf(stderr, "error: %s: %s (%s)\n", what, st.message().c_str(), edgellm_status_string(st.code()));
     return 1;
 }
 
+// Reports an error of this program on stderr; returns the exit status 1.
 int fail_msg(const std::string& what) {
     std::fprintf(stderr, "error: %s\n", what.c_str());
     return 1;
@@ -281,6 +290,7 @@ struct ProfileRecord {
     std::string finish_reason;
 };
 
+// The profile record of output `i` of a response.
 ProfileRecord profile_record(const edgellm::Response& r, size_t i, size_t index, size_t batch,
                              const std::optional<std::string>& lora) {
     ProfileRecord p;
