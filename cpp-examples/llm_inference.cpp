@@ -769,7 +769,8 @@ std::string profile_json(const Options& o, const edgellm::Runtime& rt, const Run
          ", \"sequences\": " + u(m.sequences) + ", \"generated_tokens\": " + u(m.generated_tokens) +
          ", \"prompt_tokens\": " + u(m.prompt_tokens) + ", \"reused_prompt_tokens\": " + u(m.reused_prompt_tokens) +
          ", \"cache_hits\": " + u(m.cache_hits) + ", \"cache_lookups\": " + u(m.cache_lookups) +
-         ", \"steps\": " + u(m.steps) + ", \"mean_batch\": " + json_number(m.mean_batch) + "}\n}\n";
+         ", \"steps\": " + u(m.steps) + ", \"mean_batch\": " + json_number(m.mean_batch) +
+         ", \"scratch_bytes\": " + u(m.scratch_bytes) + "}\n}\n";
     return s;
 }
 

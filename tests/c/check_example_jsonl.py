@@ -65,7 +65,7 @@ CACHED = [0, 1, 2, 8]
 SAME_CHAT = [1, 2, 4]
 METRICS = ["kv_total_blocks", "kv_used_blocks", "kv_cached_blocks", "weight_bytes", "kv_total_bytes",
            "kv_used_bytes", "lora_bytes", "sequences", "generated_tokens", "prompt_tokens",
-           "reused_prompt_tokens", "cache_hits", "cache_lookups", "steps", "mean_batch"]
+           "reused_prompt_tokens", "cache_hits", "cache_lookups", "steps", "mean_batch", "scratch_bytes"]
 
 
 def write(d):
