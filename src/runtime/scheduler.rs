@@ -267,7 +267,13 @@ pub(crate) fn serve(engine: &dyn Engine, vocab: &Vocab, shared: &Shared, lim: Li
                 inbox = shared.wake.wait(inbox).unwrap_or_else(|p| p.into_inner());
             }
             // Every running sequence waits for its stream callback: sleep until one returns.
-            while inbox.queue.is_empty() && !inbox.shutdown && !running.is_empty() && !running.iter().any(Active::ready) {
+            // (A request cancelled while it waits for a slot is finished below, so it wakes us too.)
+            while inbox.queue.is_empty()
+                && !inbox.shutdown
+                && !running.is_empty()
+                && !running.iter().any(Active::ready)
+                && !waiting.iter().any(|r| r.cancel.is_cancelled())
+            {
                 let timeout = Duration::from_millis(5);
                 inbox = shared.wake.wait_timeout(inbox, timeout).unwrap_or_else(|p| p.into_inner()).0;
             }

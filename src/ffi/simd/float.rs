@@ -377,26 +377,53 @@ mod x86 {
                 }
             }
         }
-        // SAFETY: same features; the ranges lie inside the shape.
-        unsafe {
-            gemm_f32_edges(g, a, b, c, 0..m4, n16..g.n);
-            gemm_f32_edges(g, a, b, c, m4..g.m, 0..g.n);
-        }
+        // SAFETY: same features; `m4 <= m` and `n16 <= n` keep the edges inside the shape.
+        unsafe { gemm_f32_edges(g, a, b, c, m4, n16) };
     }
 
-    /// The edges of [`gemm_f32`], one element at a time but with the tiles' arithmetic (an f32
-    /// accumulator from zero, one fused multiply-add per step of `k`, added to C at the end), so
-    /// an element's value does not depend on whether it fell in a tile: a query row's attention
-    /// is then the same in any prefill chunk, which batching and prefix reuse rely on.
+    /// The edges of [`gemm_f32`] (rows `m4..m`, then columns `n16..n` of every row) with the
+    /// tiles' arithmetic: per element an f32 accumulator from zero, one fused multiply-add per
+    /// step of `k` in order, added to C at the end. An element's value then does not depend on
+    /// whether it fell in a tile, so a query row's attention is the same in any prefill chunk,
+    /// which batching and prefix reuse rely on (`tests/cpu_batch_invariance.rs`).
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn gemm_f32_edges(g: super::GemmShape, a: &[f32], b: &[f32], c: &mut [f32], rows: std::ops::Range<usize>, cols: std::ops::Range<usize>) {
-        for i in rows {
-            for j in cols.clone() {
-                let mut acc = 0f32;
+    unsafe fn gemm_f32_edges(g: super::GemmShape, a: &[f32], b: &[f32], c: &mut [f32], m4: usize, n16: usize) {
+        for i in m4..g.m {
+            for j0 in (0..n16).step_by(16) {
+                let mut acc = [_mm256_setzero_ps(); 2];
                 for p in 0..g.k {
-                    acc = a[i * g.lda + p].mul_add(b[p * g.ldb + j], acc);
+                    let av = _mm256_set1_ps(a[i * g.lda + p]);
+                    // SAFETY: p < k and j0 + 16 <= n16 <= n lie inside B (checked by the caller).
+                    let (b0, b1) = unsafe {
+                        let bp = b.as_ptr().add(p * g.ldb + j0);
+                        (_mm256_loadu_ps(bp), _mm256_loadu_ps(bp.add(8)))
+                    };
+                    acc[0] = _mm256_fmadd_ps(av, b0, acc[0]);
+                    acc[1] = _mm256_fmadd_ps(av, b1, acc[1]);
                 }
-                c[i * g.ldc + j] += acc;
+                // SAFETY: i < m and j0 + 16 <= n lie inside C (checked by the caller).
+                unsafe {
+                    let cp = c.as_mut_ptr().add(i * g.ldc + j0);
+                    _mm256_storeu_ps(cp, _mm256_add_ps(_mm256_loadu_ps(cp), acc[0]));
+                    _mm256_storeu_ps(cp.add(8), _mm256_add_ps(_mm256_loadu_ps(cp.add(8)), acc[1]));
+                }
+            }
+        }
+        if n16 == g.n {
+            return;
+        }
+        let w = g.n - n16;
+        for i in 0..g.m {
+            let mut acc = [0f32; 16];
+            for p in 0..g.k {
+                let av = a[i * g.lda + p];
+                let brow = &b[p * g.ldb + n16..p * g.ldb + g.n];
+                for (x, &bv) in acc[..w].iter_mut().zip(brow) {
+                    *x = av.mul_add(bv, *x);
+                }
+            }
+            for (cv, x) in c[i * g.ldc + n16..i * g.ldc + g.n].iter_mut().zip(acc) {
+                *cv += x;
             }
         }
     }
