@@ -191,10 +191,10 @@ static void make_spec(size_t index, spec *sp) {
             sp->n_tokens[p] = n;
         }
     }
-    sp->system = (int)below(&s, 3);
+    sp->system = (int)((below(&s, 4) + 1) % 3); /* the cached system prompt half the time */
     sp->multi_turn = below(&s, 4) == 0;
     sp->max_tokens = 1 + below(&s, MAX_NEW_TOKENS);
-    uint32_t adapter = below(&s, 3);
+    uint32_t adapter = below(&s, 4) % 3; /* none half the time */
     sp->set_lora = adapter != 0 || below(&s, 2) == 0;
     snprintf(sp->lora, sizeof sp->lora, "%s", adapter == 0 ? "" : adapter == 1 ? "a" : "b");
     sp->lora_scale = below(&s, 2) ? 1.0f : 0.5f;
