@@ -17,8 +17,8 @@
  * adapters none/a/b at scale 1 or 0.5, greedy and seeded temperature sampling, stop strings,
  * stream callbacks and two-prompt requests; two specs name an adapter that is not loaded and must
  * fail alone with EDGELLM_ERR_NOT_FOUND. Then: cancellation from another thread while other
- * requests run, cancellation from a stream callback, and the runtime's metrics (batching happened,
- * no KV block leaked).
+ * requests run, cancellation from a stream callback, cancellation of a request still waiting for
+ * a batch slot, and the runtime's metrics (batching happened, no KV block leaked).
  *
  * Prints one line per failed check, the time of each phase, and "N passed, N failed". */
 #define _POSIX_C_SOURCE 200809L
