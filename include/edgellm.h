@@ -276,6 +276,8 @@ typedef struct edgellm_runtime_metrics {
     uint64_t steps;
     // Mean number of sequences per step (continuous batching at work).
     double mean_batch;
+    // Bytes of activation buffers the largest step allocates.
+    uint64_t scratch_bytes;
 } edgellm_runtime_metrics;
 
 #ifdef __cplusplus
@@ -366,6 +368,13 @@ edgellm_status edgellm_request_set_lora(struct edgellm_request *req,
                                         const char *name,
                                         float scale);
 
+// Asks for log-probabilities of each generated token: the chosen token's and the `n` most
+// likely tokens' (0 = none, the default; at most 20, else `EDGELLM_ERR_INVALID_ARGUMENT`), from
+// the model's distribution before penalties, temperature and filters. Read them with
+// `edgellm_response_logprobs`.
+edgellm_status edgellm_request_set_logprobs(struct edgellm_request *req,
+                                            size_t n);
+
 // Keeps generating past end-of-generation tokens when `ignore` is true (default false).
 edgellm_status edgellm_request_set_ignore_eos(struct edgellm_request *req,
                                               bool ignore);
@@ -397,7 +406,7 @@ edgellm_status edgellm_request_cancel(const struct edgellm_request *req);
 // `"token_ids"` (array of ids), and optionally `"max_generate_length"` (alias
 // `"max_tokens"`), `"temperature"`, `"top_k"`, `"top_p"`, `"min_p"`, `"repetition_penalty"`,
 // `"presence_penalty"`, `"frequency_penalty"`, `"seed"`, `"stop"` (array of strings),
-// `"ignore_eos"`, `"apply_chat_template"`, `"template_style"`, `"lora_name"` and `"lora_scale"`. Unknown fields are errors
+// `"ignore_eos"`, `"apply_chat_template"`, `"template_style"`, `"lora_name"`, `"lora_scale"` and `"logprobs"`. Unknown fields are errors
 // (`EDGELLM_ERR_INVALID_ARGUMENT`, naming the field), so typos do not pass silently.
 //
 // The caller owns the request (free with `edgellm_request_destroy`); `*out` is written only on
@@ -485,6 +494,20 @@ edgellm_status edgellm_response_finish_reason(const struct edgellm_response *res
 edgellm_status edgellm_response_cached_prompt_tokens(const struct edgellm_response *resp,
                                                      size_t index,
                                                      size_t *count);
+
+// For generated token `position` of output `index` (of a request that asked for them with
+// `edgellm_request_set_logprobs`), writes its natural-log probability to `*logprob`, and
+// pointers to the ids and log-probabilities of the most likely tokens (most likely first) to
+// `*top_ids` / `*top_logprobs` and their number to `*n_top`. The arrays are owned by the
+// response; out-pointers may be NULL when not wanted. A request without log-probabilities, or
+// a position past the output, is `EDGELLM_ERR_INVALID_ARGUMENT`.
+edgellm_status edgellm_response_logprobs(const struct edgellm_response *resp,
+                                         size_t index,
+                                         size_t position,
+                                         float *logprob,
+                                         const int32_t **top_ids,
+                                         const float **top_logprobs,
+                                         size_t *n_top);
 
 // Writes output `index`'s time to first token in milliseconds to `*ms`.
 edgellm_status edgellm_response_ttft_ms(const struct edgellm_response *resp,

@@ -181,3 +181,29 @@ fn runtime_is_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<Runtime>();
 }
+
+#[test]
+fn logprobs_follow_the_model_distribution() {
+    let rt = runtime(0);
+    let mut req = ids_request(PROMPT, 10);
+    req.logprobs = 5;
+    let out = rt.handle_request(&req, None).unwrap().remove(0);
+    assert_eq!(out.logprobs.len(), out.token_ids.len());
+    let mut all = PROMPT.to_vec();
+    all.extend(&out.token_ids);
+    // The same log-probabilities computed over the whole text as a prompt (external to the
+    // generation loop: another attention path and no sampler).
+    let reference = rt.token_logprobs(&all).unwrap();
+    for (i, lp) in out.logprobs.iter().enumerate() {
+        assert_eq!(lp.token, out.token_ids[i]);
+        assert_eq!(lp.top.len(), 5);
+        assert_eq!(lp.top[0].0, lp.token, "greedy picks the most likely token");
+        assert_eq!(lp.top[0].1, lp.logprob);
+        assert!(lp.top.windows(2).all(|w| w[0].1 >= w[1].1));
+        assert!(lp.top.iter().map(|t| (t.1 as f64).exp()).sum::<f64>() <= 1.0 + 1e-5);
+        let want = reference[PROMPT.len() - 1 + i];
+        assert!((lp.logprob as f64 - want).abs() < 2e-3, "position {i}: {} vs {want}", lp.logprob);
+    }
+    req.logprobs = MAX_LOGPROBS + 1;
+    assert!(matches!(rt.handle_request(&req, None), Err(Error::InvalidArgument(_))));
+}

@@ -14,6 +14,8 @@ mod generate;
 mod inspect;
 #[path = "edgellm/ppl.rs"]
 mod ppl;
+#[path = "edgellm/serve_bench.rs"]
+mod serve_bench;
 
 use std::io::Write;
 use std::path::Path;
@@ -56,6 +58,9 @@ commands:
   perplexity  --model PATH --file TEXT_FILE [--ctx N] [--stride N] [--chunks N] [--json]
   info        --model PATH [--json]
   bench       --model PATH [-p N] [-n N] [--tg-prompt N] [-r N] [-t N] [--membw] [--json] | --membw
+  serve-bench --model PATH [--system-tokens N] [--streams N] [--gen N] [--reps N] [--json]
+              TTFT with a cached system prompt vs uncached, KV blocks shared by concurrent
+              requests, throughput of N concurrent streams vs 1
   help        print this text
 
 options every model command accepts:
@@ -79,6 +84,7 @@ fn main() -> ExitCode {
         "perplexity" => ppl::run(rest),
         "info" => inspect::info(rest),
         "bench" => bench::run(rest),
+        "serve-bench" => serve_bench::run(rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(())

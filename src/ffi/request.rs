@@ -345,6 +345,21 @@ pub extern "C" fn edgellm_request_set_lora(req: *mut edgellm_request, name: *con
     })
 }
 
+/// Asks for log-probabilities of each generated token: the chosen token's and the `n` most
+/// likely tokens' (0 = none, the default; at most 20, else `EDGELLM_ERR_INVALID_ARGUMENT`), from
+/// the model's distribution before penalties, temperature and filters. Read them with
+/// `edgellm_response_logprobs`.
+#[no_mangle]
+pub extern "C" fn edgellm_request_set_logprobs(req: *mut edgellm_request, n: usize) -> edgellm_status {
+    boundary("edgellm_request_set_logprobs", || {
+        if n > crate::runtime::MAX_LOGPROBS {
+            return Err(Error::InvalidArgument(format!("{n} log-probabilities per token asked for; at most {} are given", crate::runtime::MAX_LOGPROBS)).into());
+        }
+        handle::borrow_mut(req)?.request.logprobs = n;
+        Ok(())
+    })
+}
+
 /// Keeps generating past end-of-generation tokens when `ignore` is true (default false).
 #[no_mangle]
 pub extern "C" fn edgellm_request_set_ignore_eos(req: *mut edgellm_request, ignore: bool) -> edgellm_status {
@@ -397,7 +412,7 @@ pub extern "C" fn edgellm_request_cancel(req: *const edgellm_request) -> edgellm
 /// `"token_ids"` (array of ids), and optionally `"max_generate_length"` (alias
 /// `"max_tokens"`), `"temperature"`, `"top_k"`, `"top_p"`, `"min_p"`, `"repetition_penalty"`,
 /// `"presence_penalty"`, `"frequency_penalty"`, `"seed"`, `"stop"` (array of strings),
-/// `"ignore_eos"`, `"apply_chat_template"`, `"template_style"`, `"lora_name"` and `"lora_scale"`. Unknown fields are errors
+/// `"ignore_eos"`, `"apply_chat_template"`, `"template_style"`, `"lora_name"`, `"lora_scale"` and `"logprobs"`. Unknown fields are errors
 /// (`EDGELLM_ERR_INVALID_ARGUMENT`, naming the field), so typos do not pass silently.
 ///
 /// The caller owns the request (free with `edgellm_request_destroy`); `*out` is written only on

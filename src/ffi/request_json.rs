@@ -35,6 +35,7 @@ struct Fields {
     template_style: Option<String>,
     lora_name: Option<String>,
     lora_scale: Option<f32>,
+    logprobs: Option<usize>,
 }
 
 impl Fields {
@@ -59,6 +60,7 @@ impl Fields {
             template_style: entry.template_style.or(self.template_style),
             lora_name: entry.lora_name.or(self.lora_name),
             lora_scale: entry.lora_scale.or(self.lora_scale),
+            logprobs: entry.logprobs.or(self.logprobs),
         }
     }
 
@@ -111,6 +113,12 @@ impl Fields {
         }
         request.template_style = self.template_style;
         request.lora_name = self.lora_name;
+        if let Some(n) = self.logprobs {
+            if n > crate::runtime::MAX_LOGPROBS {
+                return Err(invalid(format!("{what} asks for {n} \"logprobs\"; at most {} are given", crate::runtime::MAX_LOGPROBS)));
+            }
+            request.logprobs = n;
+        }
         if let Some(scale) = self.lora_scale {
             if !scale.is_finite() {
                 return Err(invalid(format!("{what} has a non-finite \"lora_scale\"")));
@@ -255,6 +263,7 @@ fn first_difference(a: &GenerationRequest, b: &GenerationRequest) -> Option<&'st
         ("template_style", a.template_style == b.template_style),
         ("lora_name", a.lora_name == b.lora_name),
         ("lora_scale", a.lora_scale == b.lora_scale),
+        ("logprobs", a.logprobs == b.logprobs),
         ("temperature", s.temperature == t.temperature),
         ("top_k", s.top_k == t.top_k),
         ("top_p", s.top_p == t.top_p),

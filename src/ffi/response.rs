@@ -54,6 +54,9 @@ pub(crate) struct Output {
     ttft_ms: f64,
     decode_tokens_per_s: f64,
     cached_prompt_tokens: usize,
+    /// Per generated token: its log-probability, and the top alternatives' ids and
+    /// log-probabilities.
+    logprobs: Vec<(f32, Vec<i32>, Vec<f32>)>,
 }
 
 /// What an `edgellm_response` handle owns.
@@ -87,6 +90,11 @@ impl ResponseData {
                     ttft_ms: o.ttft_ms,
                     decode_tokens_per_s: o.decode_tokens_per_s,
                     cached_prompt_tokens: o.cached_prompt_tokens,
+                    logprobs: o
+                        .logprobs
+                        .iter()
+                        .map(|l| (l.logprob, l.top.iter().map(|&(t, _)| t as i32).collect(), l.top.iter().map(|&(_, p)| p).collect()))
+                        .collect(),
                 })
             })
             .collect::<Result<Vec<Output>, Failure>>()?;
@@ -191,6 +199,38 @@ pub extern "C" fn edgellm_response_finish_reason(
 pub extern "C" fn edgellm_response_cached_prompt_tokens(resp: *const edgellm_response, index: usize, count: *mut usize) -> edgellm_status {
     boundary("edgellm_response_cached_prompt_tokens", || {
         handle::write(count, output(resp, index)?.cached_prompt_tokens, "count")
+    })
+}
+
+/// For generated token `position` of output `index` (of a request that asked for them with
+/// `edgellm_request_set_logprobs`), writes its natural-log probability to `*logprob`, and
+/// pointers to the ids and log-probabilities of the most likely tokens (most likely first) to
+/// `*top_ids` / `*top_logprobs` and their number to `*n_top`. The arrays are owned by the
+/// response; out-pointers may be NULL when not wanted. A request without log-probabilities, or
+/// a position past the output, is `EDGELLM_ERR_INVALID_ARGUMENT`.
+#[no_mangle]
+pub extern "C" fn edgellm_response_logprobs(
+    resp: *const edgellm_response,
+    index: usize,
+    position: usize,
+    logprob: *mut f32,
+    top_ids: *mut *const i32,
+    top_logprobs: *mut *const f32,
+    n_top: *mut usize,
+) -> edgellm_status {
+    boundary("edgellm_response_logprobs", || {
+        let o = output(resp, index)?;
+        let (lp, ids, lps) = o.logprobs.get(position).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "no log-probabilities at position {position} of output {index} ({} recorded; ask with edgellm_request_set_logprobs)",
+                o.logprobs.len()
+            ))
+        })?;
+        handle::write_opt(logprob, *lp);
+        handle::write_opt(top_ids, ids.as_ptr());
+        handle::write_opt(top_logprobs, lps.as_ptr());
+        handle::write_opt(n_top, ids.len());
+        Ok(())
     })
 }
 

@@ -131,6 +131,8 @@ pub struct edgellm_runtime_metrics {
     pub steps: u64,
     /// Mean number of sequences per step (continuous batching at work).
     pub mean_batch: f64,
+    /// Bytes of activation buffers the largest step allocates.
+    pub scratch_bytes: u64,
 }
 
 impl Versioned for edgellm_runtime_metrics {
@@ -162,6 +164,7 @@ pub extern "C" fn edgellm_runtime_get_metrics(rt: *const edgellm_runtime, metric
             cache_lookups: m.cache_lookups,
             steps: m.steps,
             mean_batch: m.mean_batch,
+            scratch_bytes: m.scratch_bytes,
         };
         handle::write_versioned(metrics, value)
     })

@@ -39,6 +39,14 @@ pub struct SeqInput<'a> {
     pub lora: Option<LoraRef<'a>>,
 }
 
+/// Bytes of f32 activation buffers one forward call of `rows` rows allocates, `logit_rows` of
+/// them producing logits (the scratch memory a step needs on top of weights and KV).
+pub fn scratch_bytes(cfg: &ModelConfig, rows: usize, logit_rows: usize) -> u64 {
+    let per_row = 3 * cfg.hidden + 2 * cfg.q_dim() + 2 * cfg.kv_dim() + 2 * cfg.ffn;
+    let head = logit_rows * (2 * cfg.hidden + cfg.vocab);
+    ((rows * per_row + head) * 4) as u64
+}
+
 /// A sequence's rows in a forward call and its adapter with the request's scale.
 type SeqLora<'a, B> = (std::ops::Range<usize>, Option<(&'a BackendLora<B>, f32)>);
 

@@ -82,6 +82,24 @@ pub struct GenerationRequest {
     pub lora_name: Option<String>,
     /// Multiplies the adapter's trained scaling (`lora_alpha / r`); 1 uses it as trained.
     pub lora_scale: f32,
+    /// Log-probabilities to report per generated token: 0 none, else the chosen token's and the
+    /// `logprobs` most likely tokens' (at most [`MAX_LOGPROBS`]).
+    pub logprobs: usize,
+}
+
+/// Most alternatives a request may ask log-probabilities for.
+pub const MAX_LOGPROBS: usize = 20;
+
+/// Log-probabilities at one generated position, from the model's distribution (its logits'
+/// log-softmax, before penalties, temperature and filters).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenLogprobs {
+    /// The generated token.
+    pub token: u32,
+    /// Its natural-log probability.
+    pub logprob: f32,
+    /// The most likely tokens and their log-probabilities, most likely first.
+    pub top: Vec<(u32, f32)>,
 }
 
 /// A shared flag that cancels a running request when set (cheap to clone; clones share it).
@@ -119,6 +137,7 @@ impl Default for GenerationRequest {
             cancel: CancelToken::default(),
             lora_name: None,
             lora_scale: 1.0,
+            logprobs: 0,
         }
     }
 }
@@ -169,6 +188,8 @@ pub struct GenerationOutput {
     pub decode_tokens_per_s: f64,
     /// Prompt tokens whose keys and values came from the prefix cache instead of being computed.
     pub cached_prompt_tokens: usize,
+    /// Per generated token, when the request asked for log-probabilities.
+    pub logprobs: Vec<TokenLogprobs>,
 }
 
 /// One piece of streamed output: text that is always whole UTF-8 characters.

@@ -44,6 +44,8 @@ pub(crate) struct SeqRequest {
     pub stop: Vec<String>,
     /// Keep going past end-of-generation tokens.
     pub ignore_eos: bool,
+    /// Log-probabilities to report per token (0: none).
+    pub logprobs: usize,
     /// The request's cancel flag.
     pub cancel: CancelToken,
     /// When the request arrived (for time to first token).
@@ -227,7 +229,11 @@ impl Active<'_> {
     fn send_piece(&mut self, token: u32, text: String) {
         if self.req.streamed.is_some() {
             self.sent += 1;
-            let _ = self.req.events.send(Event::Piece { prompt_index: self.req.prompt_index, token, text });
+            let piece = Event::Piece { prompt_index: self.req.prompt_index, token, text };
+            if self.req.events.send(piece).is_err() {
+                // The request's thread is gone (it unwound): nobody will acknowledge the piece.
+                self.req.cancel.cancel();
+            }
         }
     }
 }
@@ -246,6 +252,7 @@ fn empty_output(req: &SeqRequest, reason: FinishReason) -> GenerationOutput {
         ttft_ms: 0.0,
         decode_tokens_per_s: 0.0,
         cached_prompt_tokens: 0,
+        logprobs: Vec::new(),
     }
 }
 

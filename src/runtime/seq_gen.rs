@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use super::request::{FinishReason, GenerationOutput};
+use super::request::{FinishReason, GenerationOutput, TokenLogprobs};
 use super::scheduler::SeqRequest;
 use crate::error::Result;
 use crate::sampling::{Sampler, StopMatcher};
@@ -49,6 +49,7 @@ impl<'v> SeqGen<'v> {
                 ttft_ms: 0.0,
                 decode_tokens_per_s: 0.0,
                 cached_prompt_tokens: 0,
+                logprobs: Vec::new(),
             },
             first_token_at: None,
         })
@@ -63,6 +64,8 @@ impl<'v> SeqGen<'v> {
         if req.cancel.is_cancelled() {
             return self.finish(FinishReason::Cancelled, None);
         }
+        // Log-probabilities come from the model's own distribution, before sampling alters it.
+        let top = (req.logprobs > 0).then(|| log_softmax_top(logits, req.logprobs));
         let token = self.sampler.sample(logits, &self.history);
         if self.first_token_at.is_none() {
             self.first_token_at = Some(Instant::now());
@@ -70,6 +73,10 @@ impl<'v> SeqGen<'v> {
         }
         if !req.ignore_eos && self.vocab.eos_ids().contains(&token) {
             return self.finish(FinishReason::Eos, None);
+        }
+        if let Some((lse, top, raw)) = top {
+            let logprob = raw.get(token as usize).map_or(f32::NEG_INFINITY, |&v| (v as f64 - lse) as f32);
+            self.out.logprobs.push(TokenLogprobs { token, logprob, top });
         }
         self.out.token_ids.push(token);
         self.history.push(token);
@@ -114,4 +121,22 @@ impl<'v> SeqGen<'v> {
             self.out.decode_tokens_per_s = if n > 0 && secs > 0.0 { n as f64 / secs } else { 0.0 };
         }
     }
+}
+
+/// Log-sum-exp of `logits`, the `n` largest as (id, log-probability) pairs, and a copy of the
+/// raw logits (the sampler changes them in place).
+fn log_softmax_top(logits: &[f32], n: usize) -> (f64, Vec<(u32, f32)>, Vec<f32>) {
+    let max = logits.iter().copied().filter(|v| !v.is_nan()).fold(f32::NEG_INFINITY, f32::max) as f64;
+    let lse = if max.is_finite() { max + logits.iter().map(|&v| (v as f64 - max).exp()).filter(|e| !e.is_nan()).sum::<f64>().ln() } else { max };
+    let mut top: Vec<(u32, f32)> = Vec::with_capacity(n + 1);
+    for (i, &v) in logits.iter().enumerate() {
+        if v.is_nan() || (top.len() == n && v <= top[n - 1].1) {
+            continue;
+        }
+        let at = top.partition_point(|&(_, t)| t >= v);
+        top.insert(at, (i as u32, v));
+        top.truncate(n);
+    }
+    let top = top.into_iter().map(|(i, v)| (i, (v as f64 - lse) as f32)).collect();
+    (lse, top, logits.to_vec())
 }
