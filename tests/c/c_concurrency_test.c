@@ -12,10 +12,10 @@
  * row-independently, sampled rows draw from their own seeded stream). So every one of 200
  * deterministic request specs is first run alone, sequentially, on one thread; then all of them
  * are run by 8 threads x 25 requests at once on the same runtime (max_batch 8), twice, and every
- * output (ids, text, finish reason, status) must equal its solo run. The specs mix token-id and
- * chat prompts (some starting with a cached system prompt), lengths 1..100, 1..40 new tokens,
- * adapters none/a/b at scale 1 or 0.5, greedy and seeded temperature sampling, stop strings,
- * stream callbacks and two-prompt requests; two specs name an adapter that is not loaded and must
+ * output (ids, text, finish reason, status, and log-probabilities bit for bit) must equal its solo
+ * run. The specs mix token-id and chat prompts (some starting with a cached system prompt),
+ * lengths 1..100, 1..40 new tokens, adapters none/a/b at scale 1 or 0.5, greedy and seeded
+ * temperature sampling, stop strings, stream callbacks, log-probabilities and two-prompt requests; two specs name an adapter that is not loaded and must
  * fail alone with EDGELLM_ERR_NOT_FOUND. Then: cancellation from another thread while other
  * requests run, cancellation from a stream callback, cancellation of a request still waiting for
  * a batch slot, and the runtime's metrics (batching happened, no KV block leaked).
@@ -31,6 +31,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 #include <time.h>
 
@@ -71,10 +72,14 @@ enum {
     /* Room for every generated token plus the one extra flush call a stream may get. */
     IDS_CAP = MAX_NEW_TOKENS + 8,
     TEXT_CAP = 2048,
+    TOP_LOGPROBS = 3, /* top tokens asked for by the specs that want log-probabilities */
     USER_CAP = 256,
     VOCAB = 400, /* the tiny fixture's vocabulary */
     SHARED_PREFIX = 48,
 };
+
+/* Log-probabilities of a batched row may differ from its solo run by this much (nats). */
+#define LOGPROB_TOLERANCE 0.0
 
 /* Long enough for three whole 16-token KV blocks after ChatML templating. */
 static const char *const CACHED_SYSTEM =
@@ -123,6 +128,7 @@ typedef struct {
     const char *stop; /* NULL: none */
     int ignore_eos;
     int stream;
+    int logprobs; /* ask for log-probabilities (chosen + TOP_LOGPROBS most likely) */
 } spec;
 
 typedef struct {
@@ -145,6 +151,10 @@ typedef struct {
     size_t prompt_tokens[MAX_PROMPTS];
     size_t cached_tokens[MAX_PROMPTS];
     int stream_ok; /* the stream (when the spec has one) reported exactly the output */
+    float logprob[MAX_PROMPTS][IDS_CAP];
+    int32_t top_ids[MAX_PROMPTS][IDS_CAP][TOP_LOGPROBS];
+    float top_logprobs[MAX_PROMPTS][IDS_CAP][TOP_LOGPROBS];
+    size_t n_top[MAX_PROMPTS][IDS_CAP];
 } result;
 
 static const int32_t *shared_prefix(void) {
@@ -204,6 +214,7 @@ static void make_spec(size_t index, spec *sp) {
     sp->stop = below(&s, 4) == 0 ? stops[below(&s, sizeof stops / sizeof stops[0])] : NULL;
     sp->ignore_eos = below(&s, 3) == 0;
     sp->stream = (int)below(&s, 2);
+    sp->logprobs = below(&s, 4) == 0;
     for (size_t k = 0; k < sizeof UNKNOWN_ADAPTER_SPECS / sizeof UNKNOWN_ADAPTER_SPECS[0]; k++) {
         if (UNKNOWN_ADAPTER_SPECS[k] == index) {
             sp->set_lora = 1;
@@ -278,6 +289,7 @@ static edgellm_request *build_request(const spec *sp, stream_state *stream) {
     if (st == EDGELLM_OK && sp->stop != NULL) st = edgellm_request_add_stop(req, sp->stop);
     if (st == EDGELLM_OK && sp->ignore_eos) st = edgellm_request_set_ignore_eos(req, true);
     if (st == EDGELLM_OK && sp->stream) st = edgellm_request_set_stream_callback(req, on_token, stream);
+    if (st == EDGELLM_OK && sp->logprobs) st = edgellm_request_set_logprobs(req, TOP_LOGPROBS);
     CHECK_STATUS(st, EDGELLM_OK);
     if (st != EDGELLM_OK) {
         edgellm_request_destroy(req);
@@ -320,6 +332,19 @@ static void run_spec(const edgellm_runtime *rt, size_t index, result *out) {
             CHECK_STATUS(edgellm_response_finish_reason(resp, p, &out->reason[p]), EDGELLM_OK);
             CHECK_STATUS(edgellm_response_prompt_token_count(resp, p, &out->prompt_tokens[p]), EDGELLM_OK);
             CHECK_STATUS(edgellm_response_cached_prompt_tokens(resp, p, &out->cached_tokens[p]), EDGELLM_OK);
+            for (size_t k = 0; sp.logprobs && k < out->n_ids[p]; k++) {
+                const int32_t *top_ids = NULL;
+                const float *top_lp = NULL;
+                size_t n_top = 0;
+                CHECK_STATUS(edgellm_response_logprobs(resp, p, k, &out->logprob[p][k], &top_ids, &top_lp, &n_top),
+                             EDGELLM_OK);
+                CHECK(n_top == TOP_LOGPROBS);
+                out->n_top[p][k] = n_top < TOP_LOGPROBS ? n_top : TOP_LOGPROBS;
+                if (out->n_top[p][k] > 0) {
+                    memcpy(out->top_ids[p][k], top_ids, out->n_top[p][k] * sizeof *top_ids);
+                    memcpy(out->top_logprobs[p][k], top_lp, out->n_top[p][k] * sizeof *top_lp);
+                }
+            }
             if (sp.stream &&
                 !stream_matches(stream, p, out->ids[p], out->n_ids[p], out->text[p], out->text_len[p]))
                 out->stream_ok = 0;
@@ -367,6 +392,31 @@ static int same_result(size_t index, const char *pass, const result *ref, const 
     return same;
 }
 
+static double abs_diff(float a, float b) {
+    double d = (double)a - (double)b;
+    return d < 0 ? -d : d; /* NaN stays NaN */
+}
+
+/* Largest difference between the log-probabilities of a batched run and its solo run (of the
+ * tokens both generated); a different set of top tokens counts as infinitely different. */
+static double logprob_diff(const result *ref, const result *got) {
+    double worst = 0.0;
+    for (size_t p = 0; p < ref->n_outputs && p < got->n_outputs; p++) {
+        size_t n = ref->n_ids[p] < got->n_ids[p] ? ref->n_ids[p] : got->n_ids[p];
+        for (size_t k = 0; k < n; k++) {
+            double d = abs_diff(ref->logprob[p][k], got->logprob[p][k]);
+            if (ref->n_top[p][k] != got->n_top[p][k]) return INFINITY;
+            for (size_t j = 0; j < ref->n_top[p][k]; j++) {
+                if (ref->top_ids[p][k][j] != got->top_ids[p][k][j]) return INFINITY;
+                double dj = abs_diff(ref->top_logprobs[p][k][j], got->top_logprobs[p][k][j]);
+                if (dj > d) d = dj;
+            }
+            if (!(d <= worst) && worst == worst) worst = d; /* a NaN sticks */
+        }
+    }
+    return worst;
+}
+
 /* ---- the concurrent passes ---- */
 
 typedef struct {
@@ -402,7 +452,10 @@ static void run_concurrent_pass(const edgellm_runtime *rt, result *results) {
 
 static void check_pass(const char *pass, const result *ref, const result *got) {
     int differing = 0;
+    double worst_logprob = 0.0;
     for (size_t i = 0; i < N_SPECS; i++) {
+        double d = logprob_diff(&ref[i], &got[i]);
+        if (!(d <= worst_logprob) && worst_logprob == worst_logprob) worst_logprob = d;
         /* The key check of issue 4: a batched output equals the same request run alone. */
         if (!same_result(i, pass, &ref[i], &got[i])) differing++;
         CHECK(got[i].stream_ok);
@@ -416,6 +469,9 @@ static void check_pass(const char *pass, const result *ref, const result *got) {
         }
     }
     CHECK(differing == 0);
+    /* Batching must not change a row's arithmetic: log-probabilities equal their solo values. */
+    printf("%s pass: largest log-probability difference from the solo runs %g\n", pass, worst_logprob);
+    CHECK(worst_logprob <= LOGPROB_TOLERANCE);
     if (differing) fprintf(stderr, "%s pass: %d of %d specs differ from their solo runs\n", pass, differing, N_SPECS);
 }
 
