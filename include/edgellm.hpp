@@ -137,6 +137,11 @@ public:
         edgellm_response_decode_tokens_per_second(h_.get(), i, &v);
         return v;
     }
+    // Prompt tokens of output i whose keys and values came from the prefix cache.
+    size_t cached_prompt_tokens(size_t i) const {
+        size_t n = 0;
+        return edgellm_response_cached_prompt_tokens(h_.get(), i, &n) == EDGELLM_OK ? n : 0;
+    }
     const edgellm_response* get() const { return h_.get(); }
 
 private:
@@ -215,6 +220,11 @@ public:
     }
     Status add_stop(const std::string& stop) { return Status::from(edgellm_request_add_stop(h_.get(), stop.c_str())); }
     Status set_ignore_eos(bool v) { return Status::from(edgellm_request_set_ignore_eos(h_.get(), v)); }
+    // Chooses the LoRA adapter by name ("" = none; std::nullopt = the runtime's default adapter)
+    // and its scale (1 = as trained); see edgellm_request_set_lora.
+    Status set_lora(const std::optional<std::string>& name, float scale = 1.0f) {
+        return Status::from(edgellm_request_set_lora(h_.get(), name ? name->c_str() : nullptr, scale));
+    }
     Status set_apply_chat_template(bool v) {
         return Status::from(edgellm_request_set_apply_chat_template(h_.get(), v));
     }
@@ -331,6 +341,52 @@ public:
     }
 
     Status capture_cuda_graph() const { return Status::from(edgellm_runtime_capture_cuda_graph(h_.get())); }
+
+    // Prefills `system_prompt` once and pins its KV blocks in the prefix cache, computed with
+    // adapter `lora_name` (std::nullopt = the runtime's default, "" = none); returns the number
+    // of prompt tokens cached (see edgellm_runtime_cache_system_prompt).
+    Expected<size_t> cache_system_prompt(const std::string& system_prompt,
+                                         const std::optional<std::string>& lora_name = std::nullopt) const {
+        size_t n = 0;
+        edgellm_status st = edgellm_runtime_cache_system_prompt(h_.get(), system_prompt.c_str(),
+                                                                lora_name ? lora_name->c_str() : nullptr, &n);
+        if (st != EDGELLM_OK) return Status::from(st);
+        return n;
+    }
+    // Writes every cached prefix block to `path`; returns the number of blocks written.
+    Expected<size_t> save_prefix_cache(const std::string& path) const {
+        size_t n = 0;
+        edgellm_status st = edgellm_runtime_save_prefix_cache(h_.get(), path.c_str(), &n);
+        if (st != EDGELLM_OK) return Status::from(st);
+        return n;
+    }
+    // Loads a prefix cache saved for this model; returns the number of blocks added.
+    Expected<size_t> load_prefix_cache(const std::string& path) const {
+        size_t n = 0;
+        edgellm_status st = edgellm_runtime_load_prefix_cache(h_.get(), path.c_str(), &n);
+        if (st != EDGELLM_OK) return Status::from(st);
+        return n;
+    }
+    // Loads the PEFT LoRA adapter directory `path` under `name` (replacing one of that name).
+    Status load_lora(const std::string& name, const std::string& path) const {
+        return Status::from(edgellm_runtime_load_lora(h_.get(), name.c_str(), path.c_str()));
+    }
+    // Unloads adapter `name` and drops the prefixes cached with it.
+    Status unload_lora(const std::string& name) const {
+        return Status::from(edgellm_runtime_unload_lora(h_.get(), name.c_str()));
+    }
+    // Makes adapter `name` the default of requests that name none ("" = no adapter).
+    Status switch_lora(const std::string& name) const {
+        return Status::from(edgellm_runtime_switch_lora(h_.get(), name.c_str()));
+    }
+    // The runtime's memory by kind and its counters (see edgellm_runtime_get_metrics).
+    Expected<edgellm_runtime_metrics> metrics() const {
+        edgellm_runtime_metrics m{};
+        m.struct_size = sizeof m;
+        edgellm_status st = edgellm_runtime_get_metrics(h_.get(), &m);
+        if (st != EDGELLM_OK) return Status::from(st);
+        return m;
+    }
 
     const edgellm_runtime* get() const { return h_.get(); }
 

@@ -2,7 +2,8 @@
 # The single test command: fetches the default models, runs the whole Rust suite (which also
 # fails when include/edgellm.h drifts from src/ffi), installs the library into a temporary
 # prefix, builds and runs the C/C++ API tests (ASan/UBSan) and the C++ example through CMake's
-# find_package, and checks the example's output on the default model against the oracles. The
+# find_package, and checks the example's output on the default model against the oracles and its
+# JSONL serving mode (LoRA, system-prompt cache, concurrency, profile) on the tiny model. The
 # aarch64 NEON kernels are cross-compiled and checked under qemu (scripts/test_neon_qemu.sh).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -49,6 +50,24 @@ OUT="$BUILD/examples/smollm2_capital.out.json"
 python3 tests/c/check_example_output.py "$OUT" "$REAL_GOLDEN"
 "$BUILD/examples/llm_inference" --model "$MODEL_DIR/SmolLM2-135M-Instruct.Q4_1.gguf" \
   --prompt "Write one sentence about the sea." --max-tokens 24 --stream
+
+step "llm_inference JSONL mode on the tiny model: LoRA adapters, system-prompt cache, --jobs 8 == --jobs 1, profile"
+# tests/c/check_example_jsonl.py writes the request lines (with the LoRA fixtures in
+# available_lora_weights, two bad lines and save_system_prompt_kv_cache) and checks the outputs
+# against each other, against the transformers golden of the tiny model, and the profiles.
+JD="$BUILD/examples/jsonl"
+rm -rf "$JD"
+python3 tests/c/check_example_jsonl.py write "$JD"
+for JOBS in 1 8; do
+  CACHE_OPT=(--save-prefix-cache "$JD/prefix.bin")
+  [ "$JOBS" = 8 ] && CACHE_OPT=(--load-prefix-cache "$JD/prefix.bin")
+  "$BUILD/examples/llm_inference" --model "$TINY_DIR/model.gguf" --input "$JD/requests.jsonl" \
+    --config "$JD/config.json" --jobs "$JOBS" --output "$JD/jobs$JOBS.jsonl" \
+    --profile-output-file "$JD/jobs$JOBS.profile.json" "${CACHE_OPT[@]}"
+done
+"$BUILD/examples/llm_inference" --model "$TINY_DIR/model.gguf" --input "$JD/requests.json" \
+  --output "$JD/json.out.json" >/dev/null
+python3 tests/c/check_example_jsonl.py check "$JD"
 
 echo
 echo "scripts/test.sh: all steps passed"
