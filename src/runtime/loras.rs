@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::scheduler::{self, lock};
+use super::scheduler::lock;
 use super::Runtime;
 use crate::error::{Error, Result};
 use crate::kv_cache::file as kv_file;
@@ -90,9 +90,8 @@ impl Runtime {
 
     fn purge_prefixes(&self, l: &LoadedLora) {
         let mut kv = lock(&self.core.shared.kv);
-        let scheduler::KvState { alloc, prefix } = &mut *kv;
         for &k in &l.keys {
-            prefix.remove_adapter(alloc, k);
+            kv.purge(k);
         }
     }
 

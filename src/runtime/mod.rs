@@ -280,6 +280,7 @@ impl Runtime {
             )));
         }
         let (tx, rx) = mpsc::channel();
+        let abort = CancelToken::default();
         let mut seqs = Vec::with_capacity(request.prompts.len());
         let mut streamed = Vec::with_capacity(request.prompts.len());
         for (i, p) in request.prompts.iter().enumerate() {
@@ -309,6 +310,7 @@ impl Runtime {
                 ignore_eos: request.ignore_eos,
                 logprobs: request.logprobs,
                 cancel: request.cancel.clone(),
+                abort: abort.clone(),
                 started,
                 events: tx.clone(),
                 streamed: stream.is_some().then(|| Arc::new(AtomicUsize::new(0))),
@@ -344,8 +346,9 @@ impl Runtime {
                     match result {
                         Ok(out) => outputs[prompt_index] = Some(out),
                         Err(e) => {
-                            // The request fails: its other prompts stop at their next step.
-                            request.cancel.cancel();
+                            // The call fails: its other prompts stop at their next step (the
+                            // caller's cancel flag stays as it was).
+                            abort.cancel();
                             failure.get_or_insert(e);
                         }
                     }
@@ -365,19 +368,33 @@ impl Runtime {
         })
     }
 
-    /// Runs prompt tokens `ids[from..]` of a sequence whose blocks are `blocks`, in chunks;
-    /// returns the logits of its last position.
-    fn prefill(&self, ids: &[u32], from: usize, blocks: &[u32], lora: Option<crate::model::adapters::LoraRef<'_>>) -> Result<Vec<f32>> {
-        let mut last = Vec::new();
+    /// Feeds prompt tokens `ids[from..]` of one sequence whose blocks are `blocks`, in chunks of
+    /// `chunk`, outside the batch (which waits for each pass), and hands each chunk's logits rows
+    /// to `each` with the chunk's first position: every row for `LogitRows::All`, the final row
+    /// of the last chunk for `LogitRows::Last`, none for `LogitRows::None`.
+    #[allow(clippy::too_many_arguments)]
+    fn feed_prompt(
+        &self,
+        ids: &[u32],
+        from: usize,
+        chunk: usize,
+        blocks: &[u32],
+        lora: Option<crate::model::adapters::LoraRef<'_>>,
+        rows: LogitRows,
+        mut each: impl FnMut(usize, Vec<Vec<f32>>),
+    ) -> Result<()> {
         let mut pos = from;
         while pos < ids.len() {
-            let end = (pos + PREFILL_CHUNK).min(ids.len());
-            let logits = if end == ids.len() { LogitRows::Last } else { LogitRows::None };
+            let end = (pos + chunk).min(ids.len());
+            let logits = match rows {
+                LogitRows::Last if end < ids.len() => LogitRows::None,
+                r => r,
+            };
             let seq = SeqInput { ids: &ids[pos..end], pos0: pos, blocks, prompt: true, logits, lora };
-            last = self.core.engine.forward(std::slice::from_ref(&seq))?.pop().unwrap_or_default().pop().unwrap_or_default();
+            each(pos, self.core.engine.forward(std::slice::from_ref(&seq))?.pop().unwrap_or_default());
             pos = end;
         }
-        Ok(last)
+        Ok(())
     }
 
     /// Tokenizes `text`; `add_special` adds BOS when the vocabulary adds one. Special-token text
@@ -400,21 +417,11 @@ impl Runtime {
         prompt::render_chat(self.template.as_ref(), style, self.core.engine.config().arch, &self.core.vocab, messages, add_generation_prompt)
     }
 
-    /// Runs `ids` as one sequence in blocks of its own (outside the batch, which waits for each
-    /// pass) and hands each chunk's logits rows to `each`; `rows` picks them.
-    fn run_private(&self, ids: &[u32], chunk: usize, rows: LogitRows, mut each: impl FnMut(usize, Vec<Vec<f32>>)) -> Result<()> {
+    /// Runs `ids` as one sequence in blocks of its own (see [`Runtime::feed_prompt`]).
+    fn run_private(&self, ids: &[u32], chunk: usize, rows: LogitRows, each: impl FnMut(usize, Vec<Vec<f32>>)) -> Result<()> {
         self.check_ids(ids)?;
         let blocks = self.take_blocks(blocks_for(ids.len()))?;
-        let run = (|| {
-            let chunks = ids.len().div_ceil(chunk);
-            for (c, part) in ids.chunks(chunk).enumerate() {
-                let want = if c + 1 == chunks && rows == LogitRows::None { LogitRows::Last } else { rows };
-                let seq = SeqInput { ids: part, pos0: c * chunk, blocks: &blocks, prompt: true, logits: want, lora: None };
-                let out = self.core.engine.forward(std::slice::from_ref(&seq))?.pop().unwrap_or_default();
-                each(c * chunk, out);
-            }
-            Ok(())
-        })();
+        let run = self.feed_prompt(ids, 0, chunk, &blocks, None, rows, each);
         lock(&self.core.shared.kv).release(&blocks);
         run
     }
@@ -422,7 +429,7 @@ impl Runtime {
     /// Logits for `ids` (with the runtime's arithmetic: see [`RuntimeParams::exact_math`]): the last position, or every position.
     pub fn logits(&self, ids: &[u32], all_positions: bool) -> Result<Vec<Vec<f32>>> {
         let mut out = Vec::new();
-        let rows = if all_positions { LogitRows::All } else { LogitRows::None };
+        let rows = if all_positions { LogitRows::All } else { LogitRows::Last };
         self.run_private(ids, PREFILL_CHUNK, rows, |_, r| out.extend(r))?;
         Ok(out)
     }

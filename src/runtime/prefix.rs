@@ -4,11 +4,12 @@
 use std::path::Path;
 
 use super::prompt;
-use super::scheduler::{self, lock};
+use super::scheduler::{lock, PREFILL_CHUNK};
 use super::{Message, PromptInput, Runtime};
 use crate::error::{Error, Result};
 use crate::kv_cache::file as kv_file;
 use crate::kv_cache::{blocks_for, PrefixCache, BLOCK_TOKENS};
+use crate::model::LogitRows;
 
 impl Runtime {
     /// Prefills a system prompt once and keeps its KV blocks pinned in the prefix cache: later
@@ -30,22 +31,17 @@ impl Runtime {
         let ids = &ids[..whole];
         self.check_ids(ids)?;
         // Blocks already cached are found, not recomputed.
-        let matched = {
-            let mut kv = lock(&self.core.shared.kv);
-            let scheduler::KvState { alloc, prefix } = &mut *kv;
-            prefix.lookup(alloc, key, ids, whole / BLOCK_TOKENS)
-        };
+        let matched = lock(&self.core.shared.kv).lookup(key, ids, whole / BLOCK_TOKENS);
         let done = matched.len() * BLOCK_TOKENS;
         let result = (|| {
             if done < whole {
                 let fresh = self.take_blocks(blocks_for(whole) - matched.len())?;
                 let mut blocks = matched.clone();
                 blocks.extend_from_slice(&fresh);
-                let run = self.prefill(ids, done, &blocks, lora_ref);
+                let run = self.feed_prompt(ids, done, PREFILL_CHUNK, &blocks, lora_ref, LogitRows::None, |_, _| ());
                 let mut kv = lock(&self.core.shared.kv);
                 if run.is_ok() {
-                    let scheduler::KvState { alloc, prefix } = &mut *kv;
-                    prefix.insert(alloc, key, ids, &blocks);
+                    kv.cache(key, ids, &blocks);
                 }
                 kv.release(&fresh);
                 run?;

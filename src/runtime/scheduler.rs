@@ -46,8 +46,11 @@ pub(crate) struct SeqRequest {
     pub ignore_eos: bool,
     /// Log-probabilities to report per token (0: none).
     pub logprobs: usize,
-    /// The request's cancel flag.
+    /// The request's cancel flag (the caller's: sticky, as documented).
     pub cancel: CancelToken,
+    /// Set when another prompt of the same call failed: stops this one without touching the
+    /// caller's cancel flag.
+    pub abort: CancelToken,
     /// When the request arrived (for time to first token).
     pub started: Instant,
     /// Where its events go.
@@ -65,6 +68,11 @@ pub(crate) struct SeqRequest {
 }
 
 impl SeqRequest {
+    /// Whether the sequence should stop: cancelled by the caller or aborted with its call.
+    pub fn stopped(&self) -> bool {
+        self.cancel.is_cancelled() || self.abort.is_cancelled()
+    }
+
     fn lora_ref(&self) -> Option<LoraRef<'_>> {
         self.lora.as_ref().map(|(a, scale)| LoraRef { adapter: a.as_ref(), scale: *scale })
     }
@@ -107,6 +115,22 @@ impl KvState {
             return None;
         }
         Some((0..n).filter_map(|_| self.alloc.alloc()).collect())
+    }
+
+    /// The cached blocks of the longest prefix of `tokens` computed with adapter key `key` (see
+    /// [`PrefixCache::lookup`]), retained for the caller.
+    pub fn lookup(&mut self, key: u64, tokens: &[u32], max_blocks: usize) -> Vec<u32> {
+        self.prefix.lookup(&mut self.alloc, key, tokens, max_blocks)
+    }
+
+    /// Makes a sequence's whole blocks findable (see [`PrefixCache::insert`]).
+    pub fn cache(&mut self, key: u64, tokens: &[u32], blocks: &[u32]) {
+        self.prefix.insert(&mut self.alloc, key, tokens, blocks);
+    }
+
+    /// Drops every cached block computed with adapter key `key`.
+    pub fn purge(&mut self, key: u64) {
+        self.prefix.remove_adapter(&mut self.alloc, key);
     }
 
     /// Drops one reference to each of `blocks`.
@@ -232,7 +256,7 @@ impl Active<'_> {
             let piece = Event::Piece { prompt_index: self.req.prompt_index, token, text };
             if self.req.events.send(piece).is_err() {
                 // The request's thread is gone (it unwound): nobody will acknowledge the piece.
-                self.req.cancel.cancel();
+                self.req.abort.cancel();
             }
         }
     }
@@ -272,7 +296,7 @@ pub(crate) fn serve(engine: &dyn Engine, vocab: &Vocab, shared: &Shared, lim: Li
                 && !inbox.shutdown
                 && !running.is_empty()
                 && !running.iter().any(Active::ready)
-                && !waiting.iter().any(|r| r.cancel.is_cancelled())
+                && !waiting.iter().any(SeqRequest::stopped)
             {
                 let timeout = Duration::from_millis(5);
                 inbox = shared.wake.wait_timeout(inbox, timeout).unwrap_or_else(|p| p.into_inner()).0;
@@ -287,7 +311,7 @@ pub(crate) fn serve(engine: &dyn Engine, vocab: &Vocab, shared: &Shared, lim: Li
             waiting.extend(inbox.queue.drain(..));
         }
         waiting.retain(|r| {
-            if r.cancel.is_cancelled() {
+            if r.stopped() {
                 send_done(r, Ok(empty_output(r, FinishReason::Cancelled)));
                 return false;
             }
@@ -297,7 +321,7 @@ pub(crate) fn serve(engine: &dyn Engine, vocab: &Vocab, shared: &Shared, lim: Li
         // Cancelled sequences leave before the step.
         let mut i = 0;
         while i < running.len() {
-            if running[i].req.cancel.is_cancelled() {
+            if running[i].req.stopped() {
                 let mut a = running.swap_remove(i);
                 let step = a.gen.finish(FinishReason::Cancelled, None);
                 finish(shared, a, step);
@@ -318,9 +342,8 @@ fn admit<'v>(vocab: &'v Vocab, shared: &Shared, lim: Limits, waiting: &mut VecDe
         let Some(req) = waiting.front() else { break };
         let n = req.prompt.len();
         let mut kv = lock(&shared.kv);
-        let KvState { alloc, prefix } = &mut *kv;
         // Whole cached blocks, leaving at least one prompt token to compute the first logits from.
-        let matched = prefix.lookup(alloc, req.adapter_key, &req.prompt, (n - 1) / BLOCK_TOKENS);
+        let matched = kv.lookup(req.adapter_key, &req.prompt, (n - 1) / BLOCK_TOKENS);
         let need = blocks_needed(n, req.max_generate_length, lim.context).saturating_sub(matched.len());
         let Some(fresh) = kv.take(need) else {
             kv.release(&matched);
@@ -413,8 +436,7 @@ fn step(engine: &dyn Engine, shared: &Shared, lim: Limits, running: &mut Vec<Act
             for &i in members.iter().rev() {
                 let a = running.swap_remove(i);
                 let err = first.take().unwrap_or_else(|| Error::Internal(msg.clone()));
-                release(shared, &a);
-                send_done(&a.req, Err(err));
+                fail(shared, &a, err);
             }
             return;
         }
@@ -425,9 +447,7 @@ fn step(engine: &dyn Engine, shared: &Shared, lim: Limits, running: &mut Vec<Act
         a.fed += n;
         if a.fed == a.req.prompt.len() && n > 0 && a.gen.out.token_ids.is_empty() {
             // The prompt is read: make its whole blocks findable by later prompts right away.
-            let mut kv = lock(&shared.kv);
-            let KvState { alloc, prefix } = &mut *kv;
-            prefix.insert(alloc, a.req.adapter_key, &a.tokens[..a.fed], &a.blocks);
+            lock(&shared.kv).cache(a.req.adapter_key, &a.tokens[..a.fed], &a.blocks);
         }
         let Some(logits) = rows.last_mut() else { continue };
         match a.gen.on_logits(&a.req, logits, a.fed, lim.context) {
@@ -445,8 +465,7 @@ fn step(engine: &dyn Engine, shared: &Shared, lim: Limits, running: &mut Vec<Act
         match r {
             Ok(fin) => finish(shared, a, Ok(fin)),
             Err(e) => {
-                release(shared, &a);
-                send_done(&a.req, Err(e));
+                fail(shared, &a, e);
             }
         }
     }
@@ -464,25 +483,23 @@ fn finish(shared: &Shared, mut a: Active<'_>, step: Result<Step>) {
             let st = &shared.stats;
             st.sequences.fetch_add(1, Ordering::Relaxed);
             st.generated_tokens.fetch_add(a.gen.out.token_ids.len() as u64, Ordering::Relaxed);
-            {
-                let mut kv = lock(&shared.kv);
-                let KvState { alloc, prefix } = &mut *kv;
-                prefix.insert(alloc, a.req.adapter_key, &a.tokens[..a.fed], &a.blocks);
-            }
+            lock(&shared.kv).cache(a.req.adapter_key, &a.tokens[..a.fed], &a.blocks);
             release(shared, &a);
             send_done(&a.req, Ok(a.gen.out));
         }
         Ok(Step::Next { .. }) => {
-            release(shared, &a);
-            send_done(&a.req, Err(Error::Internal("a finished sequence asked for another step".into())));
+            fail(shared, &a, Error::Internal("a finished sequence asked for another step".into()));
         }
-        Err(e) => {
-            release(shared, &a);
-            send_done(&a.req, Err(e));
-        }
+        Err(e) => fail(shared, &a, e),
     }
 }
 
 fn release(shared: &Shared, a: &Active<'_>) {
     lock(&shared.kv).release(&a.blocks);
+}
+
+/// Ends a sequence with an error: its blocks are freed (not cached) and the error sent.
+fn fail(shared: &Shared, a: &Active<'_>, e: Error) {
+    release(shared, a);
+    send_done(&a.req, Err(e));
 }

@@ -61,7 +61,7 @@ impl<'v> SeqGen<'v> {
         if self.out.token_ids.len() >= req.max_generate_length {
             return self.finish(FinishReason::Length, None);
         }
-        if req.cancel.is_cancelled() {
+        if req.stopped() {
             return self.finish(FinishReason::Cancelled, None);
         }
         // Log-probabilities come from the model's own distribution, before sampling alters it.
