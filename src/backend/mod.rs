@@ -3,6 +3,7 @@
 //! never sees device pointers, so one forward pass serves every backend.
 
 pub mod cpu;
+#[cfg(feature = "cuda")] pub mod cuda;
 
 use std::ops::Range;
 
