@@ -57,6 +57,7 @@ fn build_kernels() -> Result<(), String> {
     let kernels_dir = root.join("kernels");
     let sources = kernel_sources(&kernels_dir)?;
     let table = out_dir.join("cuda_kernels.rs");
+    remove_old_images(&out_dir)?;
 
     let require = env::var("EDGELLM_REQUIRE_CUDA").is_ok_and(|v| v == "1");
     let Some(nvcc) = find_nvcc()? else {
@@ -129,6 +130,22 @@ fn kernel_sources(dir: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(sources)
 }
 
+/// Deletes the images and reports of an earlier run, so that a deleted or renamed kernel leaves
+/// no stale report for check_ptxas.py.
+fn remove_old_images(out_dir: &Path) -> Result<(), String> {
+    let entries = fs::read_dir(out_dir).map_err(|e| format!("reading {}: {e}", out_dir.display()))?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let image = name.ends_with(".cubin") || name.ends_with(".ptx");
+        if image || (name.starts_with("ptxas-") && name.ends_with(".txt")) {
+            fs::remove_file(&path).map_err(|e| format!("removing {}: {e}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// `NVCC`, then `CUDA_PATH`/bin/nvcc, `CUDA_HOME`/bin/nvcc, then the first nvcc on `PATH`. A set
 /// `NVCC` that is not a file is an error, not a fallback: the user asked for that one.
 fn find_nvcc() -> Result<Option<PathBuf>, String> {
@@ -181,7 +198,7 @@ fn run_parallel(nvcc: &Path, include: &Path, jobs: &[Job]) -> Result<(), String>
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(job) = jobs.get(i) else { break };
                 if let Err(e) = compile(nvcc, include, job) {
-                    errors.lock().unwrap_or_else(|p| p.into_inner()).push((i, e));
+                    errors.lock().unwrap_or_else(|p| p.into_inner()).push((i, job.kernel.as_str(), job.arch, e));
                 }
             });
         }
@@ -190,8 +207,20 @@ fn run_parallel(nvcc: &Path, include: &Path, jobs: &[Job]) -> Result<(), String>
     if errors.is_empty() {
         return Ok(());
     }
-    errors.sort_by_key(|(i, _)| *i);
-    Err(errors.into_iter().map(|(_, e)| e).collect::<Vec<_>>().join("\n"))
+    // A source error repeats for every target: nvcc's full message once per kernel file, then
+    // one line for each further target that failed.
+    errors.sort_by_key(|(i, ..)| *i);
+    let mut shown = Vec::new();
+    let mut msg = String::new();
+    for (_, kernel, arch, e) in errors {
+        if shown.contains(&kernel) {
+            let _ = writeln!(msg, "error: kernels/{kernel}.cu also failed for {arch}");
+        } else {
+            shown.push(kernel);
+            let _ = writeln!(msg, "{e}");
+        }
+    }
+    Err(msg)
 }
 
 fn compile(nvcc: &Path, include: &Path, job: &Job) -> Result<(), String> {
