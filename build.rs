@@ -1,5 +1,5 @@
-//! Build script. Without the `cuda` feature it only tells cargo when to rerun, so the CPU build
-//! pays nothing for the kernels. With `cuda` it compiles every `kernels/*.cu` with nvcc to a cubin
+//! Build script. Without the `cuda` feature it does nothing (it reruns only when it changes
+//! itself), so the CPU build pays nothing for the kernels. With `cuda` it compiles every `kernels/*.cu` with nvcc to a cubin
 //! per shipped target and one PTX for JIT on anything newer, in parallel, saves each ptxas report
 //! (`-Xptxas -v`) as `OUT_DIR/ptxas-<kernel>-<arch>.txt` for `scripts/check_ptxas.py`, and writes
 //! `OUT_DIR/cuda_kernels.rs`, the table that `src/backend/cuda/kernels.rs` embeds.
@@ -28,10 +28,12 @@ const PINNED_RELEASE: &str = "13.0";
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    println!("cargo:rerun-if-changed=kernels");
     if env::var_os("CARGO_FEATURE_CUDA").is_none() {
+        // CPU-only: kernel edits must not rebuild the crate.
         return;
     }
+    // The directory, for kernels added or deleted; each source is listed too (kernel_sources).
+    println!("cargo:rerun-if-changed=kernels");
     if let Err(msg) = build_kernels() {
         eprintln!("{msg}");
         std::process::exit(1);
