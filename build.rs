@@ -1,8 +1,9 @@
 //! Build script. Without the `cuda` feature it does nothing (it reruns only when it changes
-//! itself), so the CPU build pays nothing for the kernels. With `cuda` it compiles every `kernels/*.cu` with nvcc to a cubin
-//! per shipped target and one PTX for JIT on anything newer, in parallel, saves each ptxas report
-//! (`-Xptxas -v`) as `OUT_DIR/ptxas-<kernel>-<arch>.txt` for `scripts/check_ptxas.py`, and writes
-//! `OUT_DIR/cuda_kernels.rs`, the table that `src/backend/cuda/kernels.rs` embeds.
+//! itself), so the CPU build pays nothing for the kernels. With `cuda` it compiles every
+//! `kernels/*.cu` with nvcc to a cubin per shipped target and one PTX for JIT on anything newer,
+//! in parallel, saves each ptxas report (`-Xptxas -v`) as `OUT_DIR/ptxas-<kernel>-<arch>.txt`
+//! for `scripts/check_ptxas.py`, and writes `OUT_DIR/cuda_kernels.rs`, the table that
+//! `src/backend/cuda/kernels.rs` embeds.
 //!
 //! nvcc is found through `NVCC`, then `CUDA_PATH`/bin, `CUDA_HOME`/bin, then `PATH`
 //! (`scripts/install_nvcc.sh` installs the pinned one). Without it the crate builds CPU-only with
