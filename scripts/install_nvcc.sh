@@ -45,17 +45,29 @@ if [[ ! -x "$DIR/bin/python" ]]; then
     "$PY" -m venv "$DIR" >&2 || die "python3 -m venv $DIR failed"
 fi
 
-if [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "$WANT" ]]; then
+install_wheels() {
     rm -f "$STAMP"
     "$DIR/bin/python" -m pip install --quiet --disable-pip-version-check --only-binary :all: \
-        "${PINS[@]}" >&2 || die "pip install of ${PINS[*]} failed"
-fi
+        --force-reinstall --no-deps "${PINS[@]}" >&2 || die "pip install of ${PINS[*]} failed"
+}
 
 # The wheels' tree: site-packages/nvidia/cu13 (python version in the path varies).
-TREE=""
-for t in "$DIR"/lib/python3*/site-packages/nvidia/cu13; do
-    [[ -x "$t/bin/nvcc" ]] && TREE="$t"
-done
+find_tree() {
+    TREE=""
+    for t in "$DIR"/lib/python3*/site-packages/nvidia/cu13; do
+        if [[ -x "$t/bin/nvcc" ]]; then TREE="$t"; fi
+    done
+}
+
+if [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "$WANT" ]]; then
+    install_wheels
+fi
+find_tree
+if [[ -z "$TREE" && -f "$STAMP" ]]; then
+    # Stamp without a tree: someone deleted files by hand; install again.
+    install_wheels
+    find_tree
+fi
 [[ -n "$TREE" ]] || die "no nvidia/cu13/bin/nvcc under $DIR/lib after installing the wheels"
 for f in bin/ptxas bin/fatbinary nvvm/bin/cicc include/cuda_runtime.h include/crt/host_config.h; do
     [[ -e "$TREE/$f" ]] || die "wheel tree $TREE lacks $f"
