@@ -4,7 +4,9 @@
 # prefix, builds and runs the C/C++ API tests (ASan/UBSan) and the C++ example through CMake's
 # find_package, and checks the example's output on the default model against the oracles and its
 # JSONL serving mode (LoRA, system-prompt cache, concurrency, profile) on the tiny model. The
-# aarch64 NEON kernels are cross-compiled and checked under qemu (scripts/test_neon_qemu.sh).
+# aarch64 NEON kernels are cross-compiled and checked under qemu (scripts/test_neon_qemu.sh). The
+# CUDA kernels are compiled with a pinned nvcc from PyPI, their ptxas reports checked, and their
+# logic run on the CPU under kernels/emu.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -69,5 +71,14 @@ done
   --output "$JD/json.out.json" >/dev/null
 python3 tests/c/check_example_jsonl.py check "$JD"
 
-echo
+step "CUDA kernels: pinned nvcc 13.0 from PyPI, cubins sm_87/sm_90/sm_110 + PTX, ptxas report, CPU emulation"
+# Last, so the feature build cannot replace the library installed above. No GPU in CI: every
+# kernel must compile for the shipped targets without spills in the hot ones, and the kernels'
+# logic runs on the CPU under kernels/emu (real barriers, warp shuffles).
+NVCC_BIN=$(scripts/install_nvcc.sh "$BUILD/nvcc")
+NVCC="$NVCC_BIN" EDGELLM_REQUIRE_CUDA=1 cargo build --release --lib --features cuda -j "$CARGO_BUILD_JOBS"
+python3 scripts/check_ptxas.py
+kernels/emu/run.sh
+EMU_SANITIZE=thread kernels/emu/run.sh
+
 echo "scripts/test.sh: all steps passed"
