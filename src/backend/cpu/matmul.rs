@@ -151,11 +151,16 @@ fn matmul_int8(pool: &Pool, k: KernelSet, f: WeightFormat, x: &[f32], n: usize, 
         if tiles.len() < n_tiles {
             tiles.resize_with(n_tiles, Q8Acts::default);
         }
-        pool.chunks_mut(&mut tiles[..n_tiles], 1, |i, t| {
-            let t0 = i * TOKENS_PER_TILE;
-            let t1 = (t0 + TOKENS_PER_TILE).min(n);
-            simd::quantize_rows(k, &x[t0 * cols..t1 * cols], t1 - t0, cols, &mut t[0]);
-        });
+        if n_tiles == 1 {
+            // A few rows (a decode batch): quantizing them costs less than a pool step.
+            simd::quantize_rows(k, x, n, cols, &mut tiles[0]);
+        } else {
+            pool.chunks_mut(&mut tiles[..n_tiles], 1, |i, t| {
+                let t0 = i * TOKENS_PER_TILE;
+                let t1 = (t0 + TOKENS_PER_TILE).min(n);
+                simd::quantize_rows(k, &x[t0 * cols..t1 * cols], t1 - t0, cols, &mut t[0]);
+            });
+        }
         let tiles = &tiles[..n_tiles];
         pool.tiles_mut(out, rows, Split { len: n, chunk: TOKENS_PER_TILE }, Split { len: rows, chunk: per.max(64) }, |tile| {
             let acts = &tiles[tile.rows.start / TOKENS_PER_TILE];

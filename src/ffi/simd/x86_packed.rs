@@ -168,6 +168,7 @@ unsafe fn tile<const F: u8, const G: usize, const T: usize>(
     gb: usize,
     cols: usize,
     x: &[Q8Row; T],
+    prefetch: bool,
 ) -> [[__m512; T]; G] {
     let zero = _mm512_setzero_si512();
     let mut acc = [[_mm512_setzero_ps(); T]; G];
@@ -183,7 +184,7 @@ unsafe fn tile<const F: u8, const G: usize, const T: usize>(
         let mut blocks = [empty; G];
         for (g, blk) in blocks.iter_mut().enumerate() {
             // SAFETY: group g < G lies at g0 + g * gb; b < cols / 32.
-            *blk = unsafe { load_block::<F>(g0.add(g * gb), cols, b, T == 1) };
+            *blk = unsafe { load_block::<F>(g0.add(g * gb), cols, b, prefetch) };
         }
         for t in 0..T {
             let mut xb = [zero; 8];
@@ -256,7 +257,9 @@ unsafe fn gemm_tokens<const F: u8, const T: usize>(
 ) {
     let x: [Q8Row; T] = std::array::from_fn(|i| xs.row(t0 + i));
     // SAFETY: the caller guarantees group g and tokens t0..t0+T.
-    let res = unsafe { tile::<F, 1, T>(groups.as_ptr().add(g * gb), gb, xs.cols, &x) };
+    // A few tokens (a decode batch) stream each weight once, as matrix-vector does: prefetch.
+    let prefetch = xs.rows <= TOKENS;
+    let res = unsafe { tile::<F, 1, T>(groups.as_ptr().add(g * gb), gb, xs.cols, &x, prefetch) };
     let (r0, r1) = (g * GROUP_ROWS, n_rows.min((g + 1) * GROUP_ROWS));
     for (i, v) in res[0].iter().enumerate() {
         let o = (t0 + i) * ldo;
@@ -292,13 +295,13 @@ unsafe fn gemm<const F: u8>(
             let (r0, r1) = (g * GROUP_ROWS, n_rows.min((g + 2) * GROUP_ROWS));
             if ng - g >= 2 {
                 // SAFETY: groups g, g+1 < ng lie inside `groups` (checked above).
-                let res = unsafe { tile::<F, 2, 1>(groups.as_ptr().add(g * gb), gb, cols, &x) };
+                let res = unsafe { tile::<F, 2, 1>(groups.as_ptr().add(g * gb), gb, cols, &x, true) };
                 store_rows(res[0][0], &mut out[r0..r0 + GROUP_ROWS]);
                 store_rows(res[1][0], &mut out[r0 + GROUP_ROWS..r1]);
                 g += 2;
             } else {
                 // SAFETY: group g < ng.
-                let res = unsafe { tile::<F, 1, 1>(groups.as_ptr().add(g * gb), gb, cols, &x) };
+                let res = unsafe { tile::<F, 1, 1>(groups.as_ptr().add(g * gb), gb, cols, &x, true) };
                 store_rows(res[0][0], &mut out[r0..r1]);
                 g += 1;
             }
