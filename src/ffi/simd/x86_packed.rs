@@ -55,7 +55,11 @@ unsafe fn load_block<const F: u8>(g: *const u8, cols: usize, b: usize, prefetch:
         let q = g.add(unit * qb);
         let sc = g.add(cols / f.block_elems() * qb + unit * sb);
         if prefetch {
-            _mm_prefetch::<_MM_HINT_T0>(q.wrapping_add(PREFETCH_BYTES) as *const i8);
+            let mut off = 0;
+            while off < qb / per_unit {
+                _mm_prefetch::<_MM_HINT_T0>(q.wrapping_add(PREFETCH_BYTES + sub * (qb / per_unit) + off) as *const i8);
+                off += 64;
+            }
         }
         match F {
             Q8_0 => {
